@@ -1,0 +1,30 @@
+# Two commands: `make demo` runs the whole study on an embedded default; `make test` runs the suite.
+# Both create .venv on first use and install the pinned CPU stack (constraints.txt).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench install clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/layerprobe demo
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/store_io.py
+	$(BIN)/python benchmarks/probe_throughput.py
+	$(BIN)/python benchmarks/extract_throughput.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

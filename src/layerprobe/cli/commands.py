@@ -1,0 +1,31 @@
+"""The list of CLI commands; each lives in its own module beside this one."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# module name -> command attribute names in it. A module that is missing (work in progress) is
+# skipped so the rest of the CLI still works.
+_COMMANDS: dict[str, tuple[str, ...]] = {
+    "extract_cmd": ("extract",),
+    "probe_cmd": ("probe",),
+    "fhs_cmd": ("fhs", "report"),
+    "store_cmd": ("info", "verify"),
+    "models_cmd": ("models",),
+    "demo_cmd": ("demo",),
+}
+
+
+def all_commands() -> list[click.Command]:
+    out: list[click.Command] = []
+    for module_name, names in _COMMANDS.items():
+        try:
+            module = importlib.import_module(f"layerprobe.cli.{module_name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"layerprobe.cli.{module_name}":
+                raise
+            continue
+        out.extend(getattr(module, name) for name in names)
+    return out
