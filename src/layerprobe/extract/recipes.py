@@ -1,0 +1,164 @@
+"""Dataset recipes for the study's three datasets, read as their public archives unpack.
+
+A recipe knows a dataset's folder layout, its class order, the paper's instruction (appendix A) and
+its candidate answers, with candidate ``i`` answering class ``i`` (the store contract). It turns a
+local folder into a :class:`~layerprobe.extract.datasets.Manifest`; nothing is downloaded.
+
+Choices:
+- BUSI has no official split: splits are left empty and the probe engine draws a stratified split.
+  Its ``*_mask*.png`` files are segmentation masks, not samples.
+- COVID19-CT: classes are found as the folders ``CT_COVID`` and ``CT_NonCOVID`` (any depth up to 3,
+  as in ``Images-processed/``); class 0 is COVID so that candidate ``Yes`` answers it.
+- Chest-Xray keeps its official ``train``/``val``/``test`` split. The Kaggle archive nests a full
+  copy (``chest_xray/chest_xray/``); the shallowest complete tree is used, so no image is counted twice.
+  Class 0 is PNEUMONIA (candidate ``Yes``).
+- Hidden files, ``__MACOSX`` and other archive metadata folders, and non-image files are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from layerprobe.errors import ExtractError
+from layerprobe.extract.datasets import Manifest, Row, _is_metadata, iter_images
+
+@dataclass(frozen=True)
+class DatasetRecipe:
+    name: str
+    """Recipe name used on the command line (``--dataset NAME:FOLDER``)."""
+    class_names: tuple[str, ...]
+    """Class order; index ``i`` is label ``i`` in the store."""
+    candidates: tuple[str, ...]
+    """Candidate answers, ``candidates[i]`` answers ``class_names[i]`` (paper appendix A)."""
+    instruction: str
+    """The paper's instruction; the image goes before it through the model's chat template."""
+    expected: str
+    """The layout this recipe expects, quoted in the error when a folder does not match."""
+    scan: Callable[[Path], list[Row]]
+    """Lists the samples under a dataset root."""
+
+    def manifest(self, root: str | Path) -> Manifest:
+        """Scan ``root`` and return a Manifest; a folder that does not match is an ExtractError."""
+        root_path = Path(root).expanduser()
+        if not root_path.is_dir():
+            raise ExtractError(f"{self.name}: dataset folder {root_path} does not exist; expected {self.expected}")
+        rows = sorted(self.scan(root_path))
+        if not rows:
+            raise ExtractError(f"{self.name}: found no images in {root_path}; expected {self.expected}")
+        found = {label for _, label, _ in rows}
+        missing = [self.class_names[i] for i in range(len(self.class_names)) if i not in found]
+        if missing:
+            raise ExtractError(f"{self.name}: no images of class {', '.join(missing)} under {root_path}; expected {self.expected}")
+        return Manifest.from_rows(
+            name=self.name,
+            root=root_path,
+            rows=rows,
+            class_names=self.class_names,
+        )
+
+
+def _child_dirs(folder: Path, max_depth: int) -> Iterator[Path]:
+    """Folders under ``folder`` up to ``max_depth`` levels, shallowest first, metadata skipped."""
+    level = [folder]
+    for _ in range(max_depth + 1):
+        nxt: list[Path] = []
+        for d in level:
+            yield d
+            for child in sorted(d.iterdir()):
+                if child.is_dir() and not _is_metadata(child.name):
+                    nxt.append(child)
+        level = nxt
+
+
+def _find_class_dirs(root: Path, names: tuple[str, ...], max_depth: int = 3) -> dict[str, Path] | None:
+    """The shallowest folder holding a sub-folder for every name (case-insensitive)."""
+    for d in _child_dirs(root, max_depth):
+        subs = {c.name.lower(): c for c in d.iterdir() if c.is_dir()}
+        if all(n.lower() in subs for n in names):
+            return {n: subs[n.lower()] for n in names}
+    return None
+
+
+def _scan_busi(root: Path) -> list[Row]:
+    dirs = _find_class_dirs(root, ("normal", "benign", "malignant"))
+    if dirs is None:
+        return []
+    rows: list[Row] = []
+    for label, name in enumerate(("normal", "benign", "malignant")):
+        for path in iter_images(dirs[name]):
+            if "_mask" in path.stem.lower():
+                continue
+            rows.append((path.relative_to(root).as_posix(), label, ""))
+    return rows
+
+
+def _scan_covid_ct(root: Path) -> list[Row]:
+    dirs = _find_class_dirs(root, ("CT_COVID", "CT_NonCOVID"))
+    if dirs is None:
+        return []
+    rows: list[Row] = []
+    for label, name in enumerate(("CT_COVID", "CT_NonCOVID")):
+        rows += [(p.relative_to(root).as_posix(), label, "") for p in iter_images(dirs[name])]
+    return rows
+
+
+def _scan_chest_xray(root: Path) -> list[Row]:
+    for d in _child_dirs(root, 3):
+        splits = {c.name.lower(): c for c in d.iterdir() if c.is_dir()}
+        if "train" not in splits or "test" not in splits:
+            continue
+        rows: list[Row] = []
+        for split in ("train", "val", "test"):
+            if split not in splits:
+                continue
+            classes = {c.name.upper(): c for c in splits[split].iterdir() if c.is_dir()}
+            for label, name in enumerate(("PNEUMONIA", "NORMAL")):
+                if name in classes:
+                    rows += [(p.relative_to(root).as_posix(), label, split) for p in iter_images(classes[name])]
+        if rows:
+            return rows
+    return []
+
+
+RECIPES: dict[str, DatasetRecipe] = {
+    r.name: r
+    for r in (
+        DatasetRecipe(
+            name="busi",
+            class_names=("normal", "benign", "malignant"),
+            candidates=("Normal", "Benign", "Malignant"),
+            instruction="Carefully examine the image to determine the diagnostic result for breast cancer. "
+            "Please answer 'Normal', 'Benign', or 'Malignant'.",
+            expected="Dataset_BUSI_with_GT/{normal,benign,malignant}/*.png (mask files are skipped)",
+            scan=_scan_busi,
+        ),
+        DatasetRecipe(
+            name="covid-ct",
+            class_names=("covid", "non-covid"),
+            candidates=("Yes", "No"),
+            instruction="Carefully examine the image to determine if there is COVID present. Please answer 'Yes' or 'No'.",
+            expected="folders CT_COVID/ and CT_NonCOVID/ of images (e.g. Images-processed/CT_COVID)",
+            scan=_scan_covid_ct,
+        ),
+        DatasetRecipe(
+            name="chest-xray",
+            class_names=("pneumonia", "normal"),
+            candidates=("Yes", "No"),
+            instruction="Carefully examine the image to determine if there is pneumonia present. Please answer 'Yes' or 'No'.",
+            expected="chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg",
+            scan=_scan_chest_xray,
+        ),
+    )
+}
+
+
+def get_recipe(name: str) -> DatasetRecipe:
+    """The recipe called ``name``; an unknown name is an ExtractError listing the known ones."""
+    key = name.lower().replace("_", "-")
+    aliases = {"covid19-ct": "covid-ct", "chestxray": "chest-xray", "chest-x-ray": "chest-xray"}
+    key = aliases.get(key, key)
+    if key not in RECIPES:
+        raise ExtractError(f"unknown dataset recipe {name!r}; known recipes: {', '.join(RECIPES)} (or pass a folder or a manifest file)")
+    return RECIPES[key]
