@@ -1,0 +1,27 @@
+"""The activation store: one Zarr v3 store per run (docs/architecture.md, "The store", is normative).
+
+Write with ``StoreWriter.open(...).write(...)``; read with ``open_store(path).read_slab(site, layer)``;
+check with ``verify(path)``. Importing this package loads numpy only: torch, zarr and polars are
+imported inside the functions that need them.
+"""
+
+from layerprobe.store.layout import CODECS
+from layerprobe.store.reader import Store, open_store
+from layerprobe.store.schema import SCHEMA_VERSION, RunMeta, SampleInfo, SiteSpec
+from layerprobe.store.verify import NonFiniteCount, VerifyReport, verify
+from layerprobe.store.writer import StoreWriter, write_samples_parquet
+
+__all__ = [
+    "CODECS",
+    "SCHEMA_VERSION",
+    "NonFiniteCount",
+    "RunMeta",
+    "SampleInfo",
+    "SiteSpec",
+    "Store",
+    "StoreWriter",
+    "VerifyReport",
+    "open_store",
+    "verify",
+    "write_samples_parquet",
+]

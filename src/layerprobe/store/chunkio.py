@@ -1,0 +1,185 @@
+"""The fast path: chunk bytes to and from files, exactly as Zarr v3 lays them out.
+
+zarr-python's own pipeline moves about 0.2-0.6 GB/s here; page-cache file I/O moves 5-8 GB/s. So
+the store writes and reads the chunk files of its (standard) Zarr v3 arrays directly. This is
+"skip work whose result is known", not another format: the encoders below are the very numcodecs
+objects zarr-python uses (``bytes`` = raw little-endian, ``zstd``, ``vlen-utf8``), the shard index is
+the ``sharding_indexed`` index with its CRC32C, and tests/test_store_zarr_compat.py proves every file
+is byte-identical to what zarr-python writes for the same data, and that zarr-python and xarray
+read the store without layerprobe.
+
+I/O choices (measured, see docs/LOG.md "store"):
+- writes: ``posix_fallocate`` of the region, then ``pwrite`` (numpy's ``tofile`` also preallocates;
+  on ext4 it is 1.3-1.5x faster than writing into a hole);
+- raw reads: ``mmap`` the file and copy into the caller's buffer with numpy (user-space copy was
+  1.3x faster than ``read()`` into fresh memory here). Files are never truncated after creation,
+  so a mapped range stays valid; sizes are checked before mapping.
+- checksums: CRC32C (``google_crc32c``, a zarr dependency; 20+ GB/s vs 4 GB/s for zlib's CRC32).
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from layerprobe.errors import StoreError
+from layerprobe.store.layout import ZSTD_LEVEL, ArrayPlan
+
+
+def crc32c(data: Any) -> int:
+    """CRC32C of a bytes-like object or a C-contiguous array."""
+    import google_crc32c
+
+    if isinstance(data, bytes):
+        return google_crc32c.value(data)
+    view = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+    view.flags.writeable = False  # google_crc32c accepts read-only buffers only
+    return google_crc32c.value(view)
+
+
+@lru_cache(maxsize=None)
+def _zstd(level: int) -> Any:
+    from numcodecs.zstd import Zstd
+
+    return Zstd(level=level, checksum=False)
+
+
+@lru_cache(maxsize=None)
+def _vlen_utf8() -> Any:
+    from numcodecs.vlen import VLenUTF8
+
+    return VLenUTF8()
+
+
+def encode_chunk(plan: ArrayPlan, chunk: np.ndarray | list[str]) -> Any:
+    """Stored bytes of one whole chunk (already padded to ``plan.chunk_shape``)."""
+    if plan.dtype == "str":
+        return _vlen_utf8().encode(np.asarray(chunk, dtype=object))
+    arr = np.ascontiguousarray(chunk, dtype=np.dtype(plan.dtype).newbyteorder("<"))
+    if arr.shape != plan.chunk_shape:
+        raise ValueError(f"chunk of {plan.path} has shape {arr.shape}, expected {plan.chunk_shape}")
+    if plan.codec == "zstd":
+        return _zstd(ZSTD_LEVEL).encode(arr)
+    return arr
+
+
+def decode_chunk(plan: ArrayPlan, data: Any) -> np.ndarray:
+    """One whole chunk from its stored bytes."""
+    if plan.dtype == "str":
+        return _vlen_utf8().decode(data).reshape(plan.chunk_shape)
+    if plan.codec == "zstd":
+        data = _zstd(ZSTD_LEVEL).decode(data)
+    dtype = np.dtype(plan.dtype).newbyteorder("<")
+    if len(data) != plan.chunk_nbytes:
+        raise StoreError(f"a chunk of {plan.path} holds {len(data)} bytes, expected {plan.chunk_nbytes}; run 'layerprobe verify'")
+    return np.frombuffer(data, dtype=dtype).reshape(plan.chunk_shape)
+
+
+def shard_index(plan: ArrayPlan) -> bytes:
+    """The index of a pre-laid-out shard: every inner chunk present, in order, at a fixed offset."""
+    n = plan.n_shard_chunks()
+    index = np.empty((n, 2), dtype="<u8")
+    index[:, 0] = np.arange(n, dtype=np.uint64) * plan.chunk_nbytes
+    index[:, 1] = plan.chunk_nbytes
+    raw = index.tobytes()
+    return raw + np.uint32(crc32c(raw)).astype("<u4").tobytes()
+
+
+def write_chunk_bytes(path: Path, data: Any) -> None:
+    """Write one chunk as a whole file (created or replaced)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        pwrite_all(fd, data, 0)
+    finally:
+        os.close(fd)
+
+
+def pwrite_all(fd: int, data: Any, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` of the open file ``fd`` (preallocating large ranges first).
+
+    Every chunk byte the store writes goes through here (tests patch it to simulate a full disk).
+    """
+    view = memoryview(data).cast("B")
+    if len(view) >= 1 << 16:
+        _preallocate(fd, offset, len(view))
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
+
+
+def _preallocate(fd: int, offset: int, length: int) -> None:
+    try:
+        os.posix_fallocate(fd, offset, length)
+    except OSError as err:
+        # Some filesystems cannot preallocate; the write itself still reports a full disk.
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+
+
+def read_chunk_bytes(path: Path, offset: int | None = None, nbytes: int | None = None) -> bytes:
+    """The stored bytes of one chunk (whole file, or ``nbytes`` at ``offset`` of a shard)."""
+    if offset is None:
+        return path.read_bytes()
+    assert nbytes is not None
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read(nbytes)
+    if len(data) != nbytes:
+        raise StoreError(f"{path} is truncated ({offset + len(data)} bytes, need {offset + nbytes}); run 'layerprobe verify'")
+    return data
+
+
+def copy_range_into(path: Path, offset: int, out: np.ndarray) -> None:
+    """Copy ``out.nbytes`` bytes at ``offset`` of ``path`` into the C-contiguous array ``out``."""
+    if not out.flags.c_contiguous:
+        raise ValueError("copy_range_into needs a C-contiguous output array")
+    nbytes = out.nbytes
+    if nbytes == 0:
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if size < offset + nbytes:
+            raise StoreError(f"{path} is truncated ({size} bytes, need {offset + nbytes}); run 'layerprobe verify'")
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        mapped = mmap.mmap(fd, offset - start + nbytes, access=mmap.ACCESS_READ, offset=start)
+    finally:
+        os.close(fd)
+    src = np.frombuffer(mapped, dtype=np.uint8, count=nbytes, offset=offset - start)
+    try:
+        np.copyto(out.reshape(-1).view(np.uint8), src)
+    finally:
+        del src  # the map cannot close while a view of it exists
+        mapped.close()
+
+
+def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Create or replace ``path`` so that readers see the old file or the whole new one, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or directory (used when the caller asked for power-loss durability)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,113 @@
+"""Commit records: the only thing that makes a block of samples valid.
+
+A block is committed by atomically creating ``commits/<start>-<stop>.json`` after every chunk of the
+block is written. The record holds the block range and a CRC32C of the stored bytes of each chunk
+it covers, so ``verify`` can prove that what is on disk is what was committed. Readers trust a block
+only when its record parses and matches the store's block grid; anything else is reported by
+``verify`` and treated as not committed (a resumed writer simply writes that block again).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from layerprobe.store import chunkio
+from layerprobe.store.layout import StorePlan
+
+COMMITS_DIR = "commits"
+_NAME = re.compile(r"^(\d+)-(\d+)\.json$")
+
+
+@dataclass(frozen=True)
+class CommitRecord:
+    """The completion record of one block."""
+
+    block: int
+    start: int
+    stop: int
+    crc32c: dict[str, tuple[int, ...]]
+    """array path -> CRC32C of each chunk of this block (one per layer for sites, else one)."""
+    written_at: str
+
+
+class CommitProgress:
+    """Mixin for frozen reports that count committed blocks: ``complete`` and a JSON-ready ``to_dict``."""
+
+    n_blocks: int
+    n_blocks_committed: int
+
+    @property
+    def complete(self) -> bool:
+        return self.n_blocks_committed == self.n_blocks
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)  # type: ignore[call-overload]
+        out["complete"] = self.complete
+        return out
+
+
+def commit_path(root: Path, start: int, stop: int) -> Path:
+    return root / COMMITS_DIR / f"{start}-{stop}.json"
+
+
+def write_commit(root: Path, record: CommitRecord, *, durable: bool) -> None:
+    """Atomically create the record (temp file, fsync, rename); ``durable`` also fsyncs the directory."""
+    body = {
+        "block": record.block,
+        "start": record.start,
+        "stop": record.stop,
+        "checksum": "crc32c",
+        "chunks": {k: list(v) for k, v in record.crc32c.items()},
+        "written_at": record.written_at,
+    }
+    path = commit_path(root, record.start, record.stop)
+    chunkio.atomic_write(path, json.dumps(body, indent=1).encode(), fsync=True)
+    if durable:
+        chunkio.fsync_path(path.parent)
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def expected_chunk_counts(plan: StorePlan) -> dict[str, int]:
+    return {a.path: a.n_layers for a in plan.per_block_arrays()}
+
+
+def read_commits(root: Path, plan: StorePlan) -> tuple[dict[int, CommitRecord], list[str]]:
+    """Valid records by block, and one line per record that is not valid."""
+    records: dict[int, CommitRecord] = {}
+    problems: list[str] = []
+    expected = expected_chunk_counts(plan)
+    directory = root / COMMITS_DIR
+    try:
+        names = sorted(p.name for p in directory.iterdir())
+    except FileNotFoundError:
+        return records, [f"{directory} is missing; the store has no commit records"]
+    for name in names:
+        match = _NAME.match(name)
+        if not match:
+            continue  # temporary files of an interrupted commit, editor backups, ...
+        start, stop = int(match.group(1)), int(match.group(2))
+        where = f"commit record {COMMITS_DIR}/{name}"
+        block = start // plan.chunk_samples
+        if start % plan.chunk_samples or block >= plan.n_blocks or plan.block_range(block) != (start, stop):
+            problems.append(f"{where} does not match the store's blocks of {plan.chunk_samples} samples")
+            continue
+        try:
+            body = json.loads((directory / name).read_bytes())
+            crcs = {str(k): tuple(int(c) for c in v) for k, v in body["chunks"].items()}
+            ok = (body["block"], body["start"], body["stop"]) == (block, start, stop) and body.get("checksum") == "crc32c"
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            problems.append(f"{where} cannot be read ({type(err).__name__}); the block counts as not committed")
+            continue
+        if not ok or {k: len(v) for k, v in crcs.items()} != expected:
+            problems.append(f"{where} does not list the chunks this block must have; the block counts as not committed")
+            continue
+        records[block] = CommitRecord(block, start, stop, crcs, str(body.get("written_at", "")))
+    return records, problems

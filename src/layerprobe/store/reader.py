@@ -1,0 +1,279 @@
+"""Reading a store: metadata, per-sample columns, and (site, layer) slabs as torch tensors.
+
+``open_store`` takes a snapshot: the commit records present at open time decide which blocks are
+valid (``Store.committed``). Rows of blocks that are not committed read as zeros, whatever bytes a
+writer may have left there, so a half-written chunk can never leak into a probe. Open the store
+again to see blocks committed later.
+
+A slab is one contiguous byte range of one shard file (default layout), copied straight into one
+preallocated buffer that torch then views without a copy; a bf16 slab needs no conversion at all.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from layerprobe.errors import StoreError
+from layerprobe.layers import LayerSpec, select_layers
+from layerprobe.store import bf16, chunkio
+from layerprobe.store.commits import CommitRecord, read_commits
+from layerprobe.store.layout import ArrayPlan, StorePlan, describe_zarr, plan_store
+from layerprobe.store.schema import RunMeta, SiteSpec, StoreHeader, attrs_to_header
+
+SAMPLES_PARQUET = "samples.parquet"
+
+
+def open_store(path: str | Path) -> Store:
+    """Open a store read-only (a snapshot of its committed blocks)."""
+    root = Path(path)
+    doc = _read_json(root / "zarr.json", root)
+    header = attrs_to_header(doc.get("attributes", {}).get("layerprobe") if isinstance(doc, dict) else None, str(root))
+    plan = plan_store(header, _detect_codec(root, header))
+    for a in plan.arrays.values():
+        _check_array(root, a)
+    commits, problems = read_commits(root, plan)
+    columns = {name: _read_column(root, plan, plan.arrays[f"samples/{name}"], range(plan.n_blocks))
+               for name in ("id", "label", "split")}
+    sha256 = np.full(plan.n_samples, "", dtype=object)
+    skipped = np.zeros(plan.n_samples, dtype=bool)
+    for block in sorted(commits):
+        start, stop = plan.block_range(block)
+        try:
+            sha256[start:stop] = _read_rows(root, plan.arrays["samples/sha256"], block, stop - start)
+            skipped[start:stop] = _read_rows(root, plan.arrays["samples/skipped"], block, stop - start)
+        except (StoreError, ValueError, RuntimeError) as err:  # missing, truncated or undecodable
+            problems.append(f"block [{start}, {stop}) is committed but its per-sample chunks cannot be read ({err}); it counts as not committed")
+            del commits[block]
+    committed = np.zeros(plan.n_samples, dtype=bool)
+    for rec in commits.values():
+        committed[rec.start:rec.stop] = True
+    labels = columns["label"].astype(np.int64)
+    for arr in (labels, committed, skipped):
+        arr.flags.writeable = False
+    return Store(root, header, plan, tuple(columns["id"]), labels, tuple(columns["split"]), tuple(sha256),
+                 committed, skipped, commits, tuple(problems))
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Store:
+    """A read-only snapshot of a store (see ``open_store``)."""
+
+    path: Path
+    header: StoreHeader
+    plan: StorePlan
+    ids: tuple[str, ...]
+    labels: np.ndarray
+    """int64 ``(n_samples,)``, index into ``class_names``."""
+    splits: tuple[str, ...]
+    sha256: tuple[str, ...]
+    """SHA-256 of each image file ("" for samples not committed)."""
+    committed: np.ndarray
+    """bool ``(n_samples,)``: the sample's block has a valid commit record."""
+    skipped: np.ndarray
+    """bool ``(n_samples,)``: the image could not be decoded (its rows hold no activations)."""
+    commits: dict[int, CommitRecord]
+    commit_problems: tuple[str, ...]
+    """Commit records that were ignored (``verify`` reports them)."""
+
+    def __repr__(self) -> str:
+        sites = ", ".join(f"{s.name}[{s.n_layers}x{s.hidden}]" for s in self.header.sites)
+        return f"Store({str(self.path)!r}, {int(self.committed.sum())}/{self.n_samples} samples committed, sites: {sites})"
+
+    @property
+    def meta(self) -> RunMeta:
+        return self.header.meta
+
+    @property
+    def sites(self) -> dict[str, SiteSpec]:
+        return {s.name: s for s in self.header.sites}
+
+    @property
+    def n_samples(self) -> int:
+        return self.header.n_samples
+
+    @property
+    def chunk_samples(self) -> int:
+        return self.header.chunk_samples
+
+    @property
+    def codec(self) -> str:
+        return self.plan.codec
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.header.meta.class_names
+
+    @property
+    def created_at(self) -> str:
+        return self.header.created_at
+
+    @property
+    def library_versions(self) -> dict[str, str]:
+        return dict(self.header.library_versions)
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Rows that hold activations: committed and not skipped."""
+        return self.committed & ~self.skipped
+
+    @property
+    def complete(self) -> bool:
+        return len(self.commits) == self.plan.n_blocks
+
+    def layer_index(self, site: str, layer: int | str) -> int:
+        """Index of one layer, given as an index (negative counts from the end) or a layer name."""
+        spec = self.header.site(site)
+        if isinstance(layer, str) and layer in spec.layer_names:
+            return spec.layer_names.index(layer)
+        chosen = select_layers(layer, spec.n_layers)
+        if len(chosen) != 1:
+            raise StoreError(f"layer {layer!r} selects {len(chosen)} layers of site {site!r}; read_slab takes one (use read_slabs)")
+        return chosen[0]
+
+    def layer_indices(self, site: str, layers: LayerSpec = None) -> tuple[int, ...]:
+        """Sorted layer indices for a ``select_layers`` spec; layer names are accepted too."""
+        spec = self.header.site(site)
+
+        def named(v: Any) -> Any:
+            return spec.layer_names.index(v) if isinstance(v, str) and v in spec.layer_names else v
+
+        if isinstance(layers, (list, tuple)):
+            layers = [named(v) for v in layers]
+        else:
+            layers = named(layers)
+        return select_layers(layers, spec.n_layers)
+
+    def read_bits(self, site: str, layers: LayerSpec = None) -> np.ndarray:
+        """uint16 bf16 bits ``[L, N, D]`` of the selected layers (rows not committed are 0)."""
+        a = self.plan.site(site)
+        chosen = self.layer_indices(site, layers)
+        out = np.empty((len(chosen), self.n_samples, a.shape[2]), dtype=np.uint16)
+        if a.sharded:
+            for i, layer in enumerate(chosen):
+                chunkio.copy_range_into(self.path / a.chunk_key(layer, 0), 0, out[i])
+            for block in range(self.plan.n_blocks):
+                if block not in self.commits:
+                    start, stop = self.plan.block_range(block)
+                    out[:, start:stop] = 0
+            return out
+        for block in range(self.plan.n_blocks):
+            start, stop = self.plan.block_range(block)
+            if block not in self.commits:
+                out[:, start:stop] = 0
+                continue
+            for i, layer in enumerate(chosen):
+                chunk = chunkio.decode_chunk(a, chunkio.read_chunk_bytes(self.path / a.chunk_key(layer, block)))
+                out[i, start:stop] = chunk[0, : stop - start]
+        return out
+
+    def read_slabs(self, site: str, layers: LayerSpec = None, dtype: Any = "float32", device: Any = "cpu") -> Any:
+        """Tensor ``[L, N, D]`` of the selected layers (sorted), in ``dtype`` on ``device``."""
+        return _to_torch(self.read_bits(site, layers), dtype, device)
+
+    def read_slab(self, site: str, layer: int | str, dtype: Any = "float32", device: Any = "cpu") -> Any:
+        """Tensor ``[N, D]``: one (site, layer) slab, all N samples (rows not committed are 0)."""
+        return self.read_slabs(site, [self.layer_index(site, layer)], dtype, device)[0]
+
+    def answer_logits_numpy(self) -> np.ndarray:
+        """float32 ``[N, C]`` candidate logits (rows not committed are 0)."""
+        a = self.plan.arrays["answer_logits"]
+        out = np.zeros(a.shape, dtype=np.float32)
+        for block in sorted(self.commits):
+            start, stop = self.plan.block_range(block)
+            out[start:stop] = chunkio.decode_chunk(a, chunkio.read_chunk_bytes(self.path / a.chunk_key(0, block)))[: stop - start]
+        return out
+
+    def answer_logits(self) -> Any:
+        """Tensor ``[N, C]`` float32 of candidate logits (rows not committed are 0)."""
+        import torch
+
+        return torch.from_numpy(self.answer_logits_numpy())
+
+    def samples_frame(self) -> Any:
+        """A polars DataFrame, one row per sample: index, id, label, class_name, split, sha256, skipped, committed."""
+        import polars as pl
+
+        names = np.asarray(self.class_names, dtype=object)
+        return pl.DataFrame({
+            "index": np.arange(self.n_samples, dtype=np.int64),
+            "id": list(self.ids),
+            "label": self.labels,
+            "class_name": list(names[self.labels]),
+            "split": list(self.splits),
+            "sha256": list(self.sha256),
+            "skipped": self.skipped,
+            "committed": self.committed,
+        })
+
+
+def _to_torch(bits: np.ndarray, dtype: Any, device: Any) -> Any:
+    import torch
+
+    if isinstance(dtype, str):
+        if not hasattr(torch, dtype) or not isinstance(getattr(torch, dtype), torch.dtype):
+            raise StoreError(f"dtype {dtype!r} is not a torch dtype; use 'float32' or 'bfloat16'")
+        dtype = getattr(torch, dtype)
+    if not dtype.is_floating_point:
+        raise StoreError(f"dtype {dtype} is not a floating-point type; use torch.float32 or torch.bfloat16")
+    if torch.device(device).type != "cpu":
+        return bf16.bits_to_torch(bits).to(device).to(dtype)  # move the 2-byte form, convert on the device
+    if dtype == torch.float32:
+        return torch.from_numpy(bf16.to_float32(bits))
+    tensor = bf16.bits_to_torch(bits)
+    return tensor if dtype == torch.bfloat16 else tensor.to(dtype)
+
+
+def _read_json(path: Path, root: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise StoreError(f"{root} is not a layerprobe store (no {path.name} there); pass the path of a store made by 'layerprobe extract'") from None
+    except NotADirectoryError:
+        raise StoreError(f"{root} is not a layerprobe store (not a directory); pass the path of a store made by 'layerprobe extract'") from None
+    except (OSError, ValueError) as err:
+        raise StoreError(f"{path} cannot be read as JSON ({type(err).__name__}); the store is damaged") from None
+
+
+def _detect_codec(root: Path, header: StoreHeader) -> str:
+    first = header.sites[0].name
+    doc = _read_json(root / "sites" / first / "zarr.json", root)
+    names = [c.get("name") for c in doc.get("codecs", [])] if isinstance(doc, dict) else []
+    return "zstd" if "zstd" in names else "none"
+
+
+def _check_array(root: Path, a: ArrayPlan) -> None:
+    doc = _read_json(root / a.path / "zarr.json", root)
+    try:
+        found = describe_zarr(doc)
+    except (KeyError, TypeError, AttributeError):
+        found = None
+    if found != a.expected_zarr():
+        raise StoreError(f"{root} is damaged: array {a.path} has metadata {found}, expected {a.expected_zarr()}; re-create the store")
+    if a.sharded:
+        for layer in range(a.n_layers):
+            shard = root / a.chunk_key(layer, 0)
+            size = shard.stat().st_size if shard.exists() else -1
+            if size != a.shard_nbytes():
+                raise StoreError(f"{root} is damaged: {shard.relative_to(root)} has {size} bytes, expected {a.shard_nbytes()}; re-create the store")
+
+
+def _read_column(root: Path, plan: StorePlan, a: ArrayPlan, blocks: Any) -> np.ndarray:
+    """The rows of a per-sample array for ``blocks``; other rows hold the fill value."""
+    out = np.full(plan.n_samples, a.fill, dtype=object if a.dtype == "str" else a.dtype)
+    for block in blocks:
+        start, stop = plan.block_range(block)
+        out[start:stop] = _read_rows(root, a, block, stop - start)
+    return out
+
+
+def _read_rows(root: Path, a: ArrayPlan, block: int, n_rows: int) -> np.ndarray:
+    try:
+        data = chunkio.read_chunk_bytes(root / a.chunk_key(0, block))
+    except FileNotFoundError:
+        raise StoreError(f"{root} is damaged: chunk {a.chunk_key(0, block)} is missing; run 'layerprobe verify'") from None
+    return chunkio.decode_chunk(a, data)[:n_rows]

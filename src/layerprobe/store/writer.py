@@ -1,0 +1,414 @@
+"""Writing a store: buffered whole-chunk writes, one commit record per block, resume and shards.
+
+``StoreWriter.write`` takes batches of contiguous samples in any size and copies them into block
+buffers (one block = ``chunk_samples`` samples = one chunk of every array). When a block's rows are
+all filled, its chunks are written (each a whole chunk, at a fixed place) and then the block is
+committed by atomically creating its commit record. Hence:
+- ``kill -9`` at any moment loses at most the blocks not yet committed; their bytes may be on disk,
+  half written, but without a record no reader uses them and a resumed writer rewrites them.
+- Processes writing disjoint blocks (``pending_blocks(shard=(k, n))``) touch disjoint byte ranges:
+  the bytes do not depend on how the blocks were split (tests/test_store_crash_shards.py).
+- A complete block is written by one background flush thread while the caller fills the next
+  block (copying batches and writing files overlap; at most one block is in flight, so memory stays
+  at about two blocks). Commits therefore happen in order, shortly after ``write`` returns; ``close``
+  waits for the last one.
+- A failed write (e.g. a full disk) raises one ``StoreError`` from the next ``write`` or from
+  ``close``; the block is not committed and the writer refuses further writes, so nothing half-done
+  is ever committed. Reopen to resume.
+Durability: by default chunk data reaches the page cache before its commit record, which survives
+the death of the process (the requirement). ``durable=True`` also fsyncs the chunk files and the
+commit directory before and after each commit, which survives power loss at some speed cost.
+
+A writer object is not thread-safe: one thread (e.g. the extractor's background writer) owns it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from layerprobe.errors import StoreError
+from layerprobe.store import bf16, chunkio
+from layerprobe.store.commits import COMMITS_DIR, CommitRecord, commit_path, now, read_commits, write_commit
+from layerprobe.store.create import create_store
+from layerprobe.store.layout import CODECS, ArrayPlan, StorePlan, default_chunk_samples, plan_store
+from layerprobe.store.reader import SAMPLES_PARQUET, Store, open_store
+from layerprobe.store.schema import (
+    RunMeta, SampleInfo, SiteSpec, StoreHeader, describe_difference, first_difference, header_to_attrs, new_header,
+)
+
+_SHA256 = re.compile(r"^([0-9a-f]{64})?$")
+_COMMIT_NAME = re.compile(r"^\d+-\d+\.json$")
+
+
+@dataclass
+class _Block:
+    """Buffers of one block being filled: array path -> whole chunk(s) of that array."""
+
+    index: int
+    start: int
+    stop: int
+    data: dict[str, np.ndarray]
+    filled: np.ndarray
+
+
+class StoreWriter:
+    """Create or resume a store and write blocks of samples into it (see the module docstring)."""
+
+    def __init__(self, root: Path, header: StoreHeader, plan: StorePlan, committed: set[int], durable: bool) -> None:
+        self.path = root
+        self.header = header
+        self.plan = plan
+        self.durable = durable
+        self._committed = committed
+        self._open: dict[int, _Block] = {}
+        self._spare: list[dict[str, np.ndarray]] = []
+        self._flusher: ThreadPoolExecutor | None = None
+        self._inflight: tuple[_Block, Future[None]] | None = None
+        self._shard_fds: dict[Path, int] = {}
+        self._failed: str | None = None
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        meta: RunMeta,
+        sites: Sequence[SiteSpec] | Mapping[str, SiteSpec],
+        samples: SampleInfo,
+        chunk_samples: int | None = None,
+        *,
+        codec: str | None = None,
+        durable: bool = False,
+    ) -> StoreWriter:
+        """Create the store at ``path``, or resume it when it exists with the same run metadata.
+
+        ``chunk_samples`` and ``codec`` (``"none"`` default, or ``"zstd"``) apply when creating;
+        ``None`` on resume means "as stored". Safe to call from several shard processes at once.
+        """
+        root = Path(path)
+        site_list = tuple(sites.values()) if isinstance(sites, Mapping) else tuple(sites)
+        _check_inputs(meta, site_list, samples, chunk_samples, codec)
+        if not (root / "zarr.json").exists():
+            # Another shard process may rename its new store into place between these checks.
+            foreign = root.exists() and not (root.is_dir() and not any(root.iterdir()))
+            if foreign and not (root / "zarr.json").exists():
+                raise StoreError(f"{root} exists and is not a layerprobe store; choose a new output path or remove it")
+            cs = chunk_samples or default_chunk_samples(max(s.hidden for s in site_list), samples.n_samples)
+            header = new_header(meta, site_list, cs, samples.n_samples)
+            create_store(root, header, plan_store(header, codec or "none"), samples)
+        store = open_store(root)
+        _check_resume(store, meta, site_list, samples, chunk_samples, codec)
+        writer = cls(root, store.header, store.plan, set(store.commits), durable)
+        writer._write_parquet_if_complete()
+        return writer
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def n_samples(self) -> int:
+        return self.plan.n_samples
+
+    @property
+    def chunk_samples(self) -> int:
+        return self.plan.chunk_samples
+
+    @property
+    def sites(self) -> dict[str, SiteSpec]:
+        return {s.name: s for s in self.header.sites}
+
+    def _committed_on_disk(self) -> set[int]:
+        records, _ = read_commits(self.path, self.plan)
+        return set(records) | self._committed
+
+    @property
+    def committed(self) -> np.ndarray:
+        """bool ``(n_samples,)``: samples whose block is committed (by any process), read now."""
+        mask = np.zeros(self.n_samples, dtype=bool)
+        for block in self._committed_on_disk():
+            start, stop = self.plan.block_range(block)
+            mask[start:stop] = True
+        return mask
+
+    def pending_blocks(self, shard: tuple[int, int] = (0, 1)) -> list[tuple[int, int]]:
+        """``[start, stop)`` of the blocks not yet committed that shard ``k`` of ``n`` owns (blocks k, k+n, ...)."""
+        try:
+            k, n = shard
+        except (TypeError, ValueError):
+            k = n = None
+        if isinstance(k, bool) or isinstance(n, bool) or not (isinstance(k, int) and isinstance(n, int)) or not 0 <= k < n:
+            raise StoreError(f"shard {shard!r} is not valid; use (k, n) with 0 <= k < n, e.g. (0, 2) and (1, 2)")
+        done = self._committed_on_disk()
+        return [self.plan.block_range(b) for b in range(k, self.plan.n_blocks, n) if b not in done]
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def write(
+        self,
+        start: int,
+        acts: Mapping[str, Any],
+        answer_logits: Any,
+        sha256: Sequence[str],
+        skipped: Any,
+    ) -> None:
+        """Buffer samples ``[start, start + B)``; every block they complete is written and committed.
+
+        ``acts[site]`` is ``(n_layers, B, hidden)`` bf16 (tensor or uint16 bits), ``answer_logits``
+        ``(B, n_candidates)`` float32, ``sha256`` B hex digests, ``skipped`` ``(B,)`` bool.
+        """
+        if self._closed:
+            raise StoreError(f"the writer of {self.path} is closed; open a new StoreWriter to write more")
+        if self._failed:
+            raise StoreError(f"the writer of {self.path} stopped after an error ({self._failed}); open a new StoreWriter to resume")
+        batch, start, n = self._check_batch(start, acts, answer_logits, sha256, skipped)
+        stop = start + n
+        blocks = range(start // self.chunk_samples, (stop - 1) // self.chunk_samples + 1)
+        for b in blocks:
+            b_start, b_stop = self.plan.block_range(b)
+            flushing = self._inflight is not None and self._inflight[0].index == b
+            if b in self._committed or flushing or (b not in self._open and commit_path(self.path, b_start, b_stop).exists()):
+                raise StoreError(
+                    f"samples [{start}, {stop}) of {self.path} include block [{b_start}, {b_stop}), which is already committed;"
+                    " write only pending_blocks()"
+                )
+            if b in self._open:
+                lo, hi = max(start, b_start) - b_start, min(stop, b_stop) - b_start
+                if self._open[b].filled[lo:hi].any():
+                    raise StoreError(f"samples [{start}, {stop}) of {self.path} overlap samples already written in this run; write each sample once")
+        for b in blocks:
+            block = self._open.get(b) or self._new_block(b)
+            lo, hi = max(start, block.start), min(stop, block.stop)
+            for a in self.plan.per_block_arrays():
+                dst, src = block.data[a.path], batch[a.path]
+                if a.sample_axis == 1:
+                    dst[:, lo - block.start:hi - block.start] = src[:, lo - start:hi - start]
+                else:
+                    dst[lo - block.start:hi - block.start] = src[lo - start:hi - start]
+            block.filled[lo - block.start:hi - block.start] = True
+            if block.filled.all():
+                self._flush(block)
+
+    def close(self) -> None:
+        """Finish the block being written; blocks still partly filled are dropped (they stay pending).
+
+        Raises ``StoreError`` when that last write failed (nothing of it is committed).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._wait_for_flush()
+        finally:
+            if self._flusher is not None:
+                self._flusher.shutdown(wait=True)
+            for fd in self._shard_fds.values():
+                os.close(fd)
+            self._shard_fds.clear()
+            self._open.clear()
+            self._spare.clear()
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except StoreError:
+            pass  # the exception already propagating is the one to report
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _check_batch(self, start: Any, acts: Mapping[str, Any], answer_logits: Any, sha256: Sequence[str],
+                     skipped: Any) -> tuple[dict[str, Any], int, int]:
+        """The batch as numpy arrays keyed by array path, its start and its size; refuses anything that does not fit."""
+        if isinstance(sha256, str) or not isinstance(sha256, Sequence):
+            raise StoreError("sha256 must be a list of hex digests, one per sample of the batch")
+        n = len(sha256)
+        if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or n < 1 or start < 0 or start + n > self.n_samples:
+            raise StoreError(f"batch [{start}, {start}+{n}) is outside the store's {self.n_samples} samples; check start and the batch size")
+        start = int(start)
+        where = f"batch [{start}, {start + n})"
+        digests = [str(h).lower() for h in sha256]
+        bad = [h for h in digests if not _SHA256.match(h)]
+        if bad:
+            raise StoreError(f"{where}: sha256 {bad[0]!r} is not a 64-digit hex SHA-256 (or '' when unknown)")
+        skip = np.asarray(skipped.cpu() if hasattr(skipped, "cpu") else skipped)
+        if skip.dtype != bool or skip.shape != (n,):
+            raise StoreError(f"{where}: skipped must be a bool array of shape ({n},), got {skip.dtype} {skip.shape}")
+        logits = answer_logits.detach().cpu().numpy() if hasattr(answer_logits, "detach") else np.asarray(answer_logits)
+        n_cand = self.plan.arrays["answer_logits"].shape[1]
+        if logits.dtype != np.float32 or logits.shape != (n, n_cand):
+            raise StoreError(f"{where}: answer_logits must be float32 of shape ({n}, {n_cand}), got {logits.dtype} {tuple(logits.shape)}")
+        names = set(self.plan.site_paths)
+        if set(acts) != names:
+            missing, unknown = sorted(names - set(acts)), sorted(set(acts) - names)
+            what = f"misses site(s) {missing}" if missing else f"has unknown site(s) {unknown}"
+            raise StoreError(f"{where}: acts {what}; the store's sites are {sorted(names)}")
+        batch: dict[str, Any] = {"answer_logits": logits, "samples/sha256": np.asarray(digests, dtype=object), "samples/skipped": skip}
+        for name, x in acts.items():
+            bits = bf16.to_bits(x, f"{where}: acts[{name!r}]")
+            a = self.plan.site(name)
+            want = (a.shape[0], n, a.shape[2])
+            if bits.shape != want:
+                raise StoreError(f"{where}: acts[{name!r}] has shape {tuple(bits.shape)}, expected (layers, batch, hidden) = {want}")
+            batch[a.path] = bits
+        return batch, start, n
+
+    def _new_block(self, b: int) -> _Block:
+        start, stop = self.plan.block_range(b)
+        data = self._spare.pop() if self._spare else {
+            a.path: np.empty(a.chunk_shape if a.sample_axis == 0 else (a.shape[0],) + a.chunk_shape[1:],
+                             dtype=object if a.dtype == "str" else a.dtype)
+            for a in self.plan.per_block_arrays()
+        }
+        block = _Block(b, start, stop, data, np.zeros(stop - start, dtype=bool))
+        self._open[b] = block
+        return block
+
+    def _flush(self, block: _Block) -> None:
+        """Hand a complete block to the flush thread, so the caller can fill the next one meanwhile."""
+        del self._open[block.index]
+        self._wait_for_flush()  # at most one block in flight: bounded memory, commits in order
+        if self._flusher is None:
+            self._flusher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="layerprobe-store-flush")
+        self._inflight = (block, self._flusher.submit(self._write_block, block))
+
+    def _wait_for_flush(self) -> None:
+        if self._inflight is None:
+            return
+        (block, future), self._inflight = self._inflight, None
+        try:
+            future.result()
+        except StoreError as err:
+            self._failed = str(err)
+            raise
+        finally:
+            self._spare.append(block.data)
+        self._committed.add(block.index)
+        self._write_parquet_if_complete()
+
+    def _write_block(self, block: _Block) -> None:
+        """Runs on a flush thread: every chunk of the block (split over two threads), then its commit."""
+        try:
+            n_rows = block.stop - block.start
+            jobs = []
+            for a in self.plan.per_block_arrays():
+                data = block.data[a.path]
+                if a.sample_axis == 1:
+                    data[:, n_rows:] = a.fill  # the edge chunk is padded with the fill value, as Zarr does
+                else:
+                    data[n_rows:] = a.fill
+                jobs += [(a, layer) for layer in range(a.n_layers)]
+                if a.sharded:  # open the shard files here, not racing in the two threads below
+                    for layer in range(a.n_layers):
+                        self._shard_fd(self.path / a.chunk_key(layer, block.index))
+            assert self._flusher is not None
+            helped = [self._flusher.submit(self._write_chunk, block, a, layer) for a, layer in jobs[1::2]]
+            mine = [self._write_chunk(block, a, layer) for a, layer in jobs[0::2]]
+            theirs = [f.result() for f in helped]
+            crc_of = {(a.path, layer): crc for (a, layer), crc in zip(jobs[0::2] + jobs[1::2], mine + theirs)}
+            crcs = {a.path: tuple(crc_of[a.path, layer] for layer in range(a.n_layers)) for a in self.plan.per_block_arrays()}
+            record = CommitRecord(block.index, block.start, block.stop, crcs, now())
+            write_commit(self.path, record, durable=self.durable)
+        except OSError as err:
+            raise StoreError(
+                f"writing block [{block.start}, {block.stop}) of {self.path} failed: {err.strerror or err}"
+                f" ({err.filename or 'no file'}); free space or fix the path, then rerun to resume (committed blocks are intact)"
+            ) from err
+
+    def _write_chunk(self, block: _Block, a: ArrayPlan, layer: int) -> int:
+        """Write one whole chunk; return the CRC32C of its stored bytes."""
+        data = block.data[a.path]
+        chunk = data[layer:layer + 1] if a.sample_axis == 1 else data
+        path = self.path / a.chunk_key(layer, block.index)
+        if a.sharded:
+            fd = self._shard_fd(path)
+            chunkio.pwrite_all(fd, chunk, a.chunk_offset(block.index))
+            if self.durable:
+                os.fsync(fd)
+            stored = chunk
+        else:
+            stored = chunkio.encode_chunk(a, chunk)
+            chunkio.write_chunk_bytes(path, stored)
+            if self.durable:
+                chunkio.fsync_path(path)
+        return chunkio.crc32c(stored)
+
+    def _shard_fd(self, path: Path) -> int:
+        fd = self._shard_fds.get(path)
+        if fd is None:
+            fd = self._shard_fds[path] = os.open(path, os.O_WRONLY)
+        return fd
+
+    def _write_parquet_if_complete(self) -> None:
+        target = self.path / SAMPLES_PARQUET
+        if target.exists():
+            return
+        if len(self._committed) < self.plan.n_blocks:
+            names = os.listdir(self.path / COMMITS_DIR)
+            if sum(1 for name in names if _COMMIT_NAME.match(name)) < self.plan.n_blocks:
+                return
+        store = open_store(self.path)
+        if store.complete:
+            write_samples_parquet(store)
+
+
+def write_samples_parquet(store: Store) -> Path:
+    """Write ``samples.parquet`` (a convenience copy of the per-sample columns), atomically."""
+    import io
+
+    target = store.path / SAMPLES_PARQUET
+    buf = io.BytesIO()
+    store.samples_frame().write_parquet(buf)
+    chunkio.atomic_write(target, buf.getvalue())
+    return target
+
+
+def _check_inputs(meta: Any, sites: tuple[Any, ...], samples: Any, chunk_samples: Any, codec: Any) -> None:
+    if not isinstance(meta, RunMeta):
+        raise StoreError(f"meta must be a RunMeta, got {type(meta).__name__}")
+    if not isinstance(samples, SampleInfo):
+        raise StoreError(f"samples must be a SampleInfo, got {type(samples).__name__}")
+    if not sites or not all(isinstance(s, SiteSpec) for s in sites):
+        raise StoreError("sites must be a non-empty list of SiteSpec")
+    if chunk_samples is not None and (isinstance(chunk_samples, bool) or not isinstance(chunk_samples, int) or chunk_samples < 1):
+        raise StoreError(f"chunk_samples={chunk_samples!r} must be a positive int (or None for the default)")
+    if codec is not None and codec not in CODECS:
+        raise StoreError(f"codec {codec!r} is not one of {CODECS}")
+    labels = samples.labels
+    if labels.size and (labels.min() < 0 or labels.max() >= meta.n_classes):
+        raise StoreError(f"labels range over [{labels.min()}, {labels.max()}] but there are {meta.n_classes} class names; labels index class_names")
+
+
+def _check_resume(store: Store, meta: RunMeta, sites: tuple[SiteSpec, ...], samples: SampleInfo,
+                  chunk_samples: int | None, codec: str | None) -> None:
+    """Refuse to write into a store made for another run; name the first field that differs."""
+    wanted = StoreHeader(meta, sites, chunk_samples or store.chunk_samples, samples.n_samples, {}, "")
+    stored_attrs, new_attrs = header_to_attrs(store.header), header_to_attrs(wanted)
+    field = first_difference(stored_attrs, new_attrs)
+    stored_value, new_value = (stored_attrs.get(field), new_attrs.get(field)) if field else (None, None)
+    if field is None and codec is not None and codec != store.codec:
+        field, stored_value, new_value = "codec", store.codec, codec
+    if field is None:
+        for name, ours in (("ids", store.ids), ("labels", tuple(store.labels.tolist())), ("splits", store.splits)):
+            theirs = samples.labels.tolist() if name == "labels" else getattr(samples, name)
+            if tuple(ours) != tuple(theirs):
+                first = next(i for i, (x, y) in enumerate(zip(ours, theirs)) if x != y)
+                field, stored_value, new_value = f"samples.{name}[{first}]", ours[first], theirs[first]
+                break
+    if field is not None:
+        raise StoreError(
+            f"{store.path} was created with a different {field} ({describe_difference(stored_value, new_value)});"
+            " rerun with the original settings or choose a new output path"
+        )
