@@ -77,8 +77,8 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     from layerprobe.probe import SweepConfig, run_sweep
 
     out = cfg.out
-    log(f"[1/5] synthetic ultrasound dataset: {cfg.n_per_class} images x {len(CLASS_NAMES)} classes -> {out / 'data'}")
-    data = make_dataset(out / "data", n_per_class=cfg.n_per_class, size=cfg.image_size)
+    log(f"[1/5] synthetic ultrasound dataset: {cfg.n_per_class} images x {len(CLASS_NAMES)} classes -> {out / 'synthetic-ultrasound'}")
+    data = make_dataset(out / "synthetic-ultrasound", n_per_class=cfg.n_per_class, size=cfg.image_size)
 
     stores: list[Path] = []
     for i, family in enumerate(cfg.families, 1):

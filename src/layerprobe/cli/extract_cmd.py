@@ -1,0 +1,121 @@
+"""`layerprobe extract`: flags -> ExtractConfig -> run_extract (see layerprobe.extract.runner)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+
+def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int]:
+    if value is None:
+        return (0, 1)
+    k, sep, n = value.partition("/")
+    try:
+        shard = (int(k), int(n))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not k/n, e.g. 0/4") from None
+    if not sep or not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+        raise click.BadParameter(f"{value!r} needs 0 <= k < n, e.g. 0/4")
+    return shard
+
+
+def _parse_candidates(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if value.lstrip().startswith("["):
+        try:
+            items = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise click.BadParameter(f"not a JSON list of strings ({err.msg})") from None
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise click.BadParameter("a JSON value must be a list of strings, e.g. '[\" Yes\", \" No\"]'")
+        return tuple(items)
+    return tuple(part.strip() for part in value.split(","))
+
+
+@click.command("extract")
+@click.option("--model", required=True, metavar="ID|DIR",
+              help="Hugging Face id or local checkpoint folder. e.g. --model google/medgemma-4b-it or --model ./ckpt")
+@click.option("--revision", metavar="REV", help="Hub branch, tag or commit of --model. e.g. --revision main")
+@click.option("--adapter", metavar="DIR", help="peft LoRA adapter folder applied to the model (recorded in the store). e.g. --adapter ./lora-busi")
+@click.option("--trust-remote-code", is_flag=True,
+              help="Allow the checkpoint's own Python code (custom families; also needs a site spec). e.g. --trust-remote-code")
+@click.option("--site-spec", metavar="FILE",
+              help="TOML file naming the module paths of the sites, for models without a built-in adapter. e.g. --site-spec sitespec.toml")
+@click.option("--vision-layers", metavar="PATH",
+              help="Generic adapter: module path of the vision-block list. e.g. --vision-layers model.vision_tower.encoder.layers")
+@click.option("--connector", metavar="PATH",
+              help="Generic adapter: module path of the connector (projector). e.g. --connector model.multi_modal_projector")
+@click.option("--llm-layers", metavar="PATH",
+              help="Generic adapter: module path of the LLM decoder-layer list. e.g. --llm-layers model.language_model.layers")
+@click.option("--dataset", required=True, metavar="SRC",
+              help="Class-per-folder tree, a .csv/.parquet table with columns path,label[,split], or recipe:folder. "
+                   "e.g. --dataset /data/BUSI or --dataset labels.csv or --dataset busi:/data/BUSI")
+@click.option("--prompt", "--instruction", "prompt", metavar="TEXT",
+              help="Instruction shown with each image through the chat template (default: the recipe's, else a generic one "
+                   "naming the candidates). e.g. --prompt \"Is there pneumonia? Answer 'Yes' or 'No'.\"")
+@click.option("--candidates", callback=_parse_candidates, metavar="A,B,..",
+              help="Candidate answers, one per class in class order (default: the recipe's, else the class names); a JSON list "
+                   "keeps spaces. e.g. --candidates Yes,No or --candidates '[\" Yes\", \" No\"]'")
+@click.option("--out", required=True, metavar="DIR", help="Store to create, or to resume if it exists. e.g. --out runs/medgemma-busi.zarr")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Images per forward pass. e.g. --batch-size 16")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0),
+              help="Loader processes that decode and preprocess images (0 = in the main process). e.g. --workers 4")
+@click.option("--prefetch", default=2, show_default=True, type=click.IntRange(min=1), help="Batches each loader process prepares ahead. e.g. --prefetch 4")
+@click.option("--dtype", default="bfloat16", show_default=True, type=click.Choice(["bfloat16", "float16", "float32"]),
+              help="Compute dtype of the model (activations are stored as bf16 either way). e.g. --dtype float32")
+@click.option("--device", default="auto", show_default=True, metavar="DEV", help="auto (CUDA if present), cpu, cuda or cuda:N. e.g. --device cuda:1")
+@click.option("--shard", callback=_parse_shard, metavar="K/N",
+              help="Process only blocks k, k+n, k+2n, ... of the store; run n of these (any order, any machine) for one store. e.g. --shard 0/4")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Keep only the first N samples in order (a smaller store). e.g. --limit 64")
+@click.option("--skip-bad", is_flag=True, help="Record undecodable or missing images as skipped (shown by verify) instead of failing. e.g. --skip-bad")
+@click.option("--chunk-samples", type=click.IntRange(min=1), metavar="N",
+              help="Samples per store chunk and commit block (default: the store's). e.g. --chunk-samples 256")
+@click.option("--json", "as_json", is_flag=True, help="Print a one-line JSON summary on stdout instead of text. e.g. --json")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar (it is hidden anyway when stderr is not a terminal). e.g. --no-progress")
+def extract(model, revision, adapter, trust_remote_code, site_spec, vision_layers, connector, llm_layers, dataset, prompt,
+            candidates, out, batch_size, workers, prefetch, dtype, device, shard, limit, skip_bad, chunk_samples, as_json, no_progress):
+    """Run a multimodal LLM once over a labelled image set and store every site's pooled activations.
+
+    \b
+    One forward per batch captures the vision tower (every block), the connector and the LLM
+    (embedding + every layer, image-token mean and final token) plus the answer logits, and streams
+    them into a Zarr store. Rerunning the same command resumes; a different model, adapter, prompt
+    or dataset is refused.
+    \b
+    Examples:
+      layerprobe extract --model ./medgemma --dataset busi:/data/BUSI --out runs/medgemma-busi.zarr
+      layerprobe extract --model Qwen/Qwen2-VL-2B-Instruct --dataset labels.csv --candidates Yes,No \\
+          --prompt "Is there pneumonia? Answer 'Yes' or 'No'." --out runs/q2-cxr.zarr --shard 0/2
+    """
+    from layerprobe.extract.config import ExtractConfig
+    from layerprobe.extract.runner import run_extract
+    from layerprobe.store import open_store
+
+    paths = {"vision_layers": vision_layers, "connector": connector, "llm_layers": llm_layers}
+    given = {k: v for k, v in paths.items() if v}
+    if given and site_spec:
+        raise click.UsageError("give either --site-spec or --vision-layers/--connector/--llm-layers, not both")
+    if given and len(given) < len(paths):
+        missing = ", ".join("--" + k.replace("_", "-") for k in paths if k not in given)
+        raise click.UsageError(f"the generic adapter needs all three module paths; missing {missing}")
+    cfg = ExtractConfig(
+        model=model, dataset=dataset, out=out, revision=revision, adapter=adapter, trust_remote_code=trust_remote_code,
+        site_spec=given or site_spec, prompt=prompt, candidates=candidates, batch_size=batch_size, num_workers=workers,
+        prefetch=prefetch, dtype=dtype, device=device, shard=shard, limit=limit, skip_bad=skip_bad,
+        chunk_samples=chunk_samples, progress=not no_progress,
+    )
+    started = time.perf_counter()
+    path = run_extract(cfg)
+    seconds = time.perf_counter() - started
+    store = open_store(path)
+    n_committed, n_skipped = int(store.committed.sum()), int((store.committed & store.skipped).sum())
+    summary = {"store": str(path), "n_samples": int(store.n_samples), "n_committed": n_committed, "n_skipped": n_skipped,
+               "complete": n_committed == store.n_samples, "seconds": round(seconds, 3)}
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    state = "complete" if summary["complete"] else "incomplete (run the other shards or rerun to finish)"
+    click.echo(f"{path}: {n_committed}/{store.n_samples} samples committed, {n_skipped} skipped, {state}; {seconds:.1f} s")

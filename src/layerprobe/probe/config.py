@@ -1,0 +1,255 @@
+"""Probe recipes, presets and the sweep configuration (all frozen, all checked on construction).
+
+Design choices
+- A *preset* is a named :class:`ProbeSpec`: the MLP probe's architecture and training recipe. The
+  linear probe has its own :class:`LinearSpec`; presets do not change it.
+- ``paper`` is the study's protocol (sec. 3.2 of the paper): 2-layer MLP, ReLU, dropout 0.1, AdamW
+  lr 1e-4, cosine schedule with 5% warmup, 20 epochs, batch size 4, the final weights. The paper
+  leaves two values open: the hidden width (we use 256, see :attr:`ProbeSpec.hidden`) and AdamW's
+  weight decay (torch's default 0.01).
+- ``fast`` is the same network, epochs, schedule and final weights, trained with batch 256
+  instead of 4 and the learning rate scaled by sqrt(256 / 4) = 8 (1e-4 -> 1e-3, rounded): 64x
+  fewer optimizer steps, each a compute-bound matmul instead of a memory-bound one. Its test
+  accuracy differs from the paper preset's by less than the paper preset's own seed-to-seed spread
+  (docs/LOG.md, "probe"; ``benchmarks/probe_throughput.py`` re-measures it). Early stopping on the
+  validation loss (``patience``) was tried for it and lost 1-3.5 points: it keeps underfit epochs.
+- The sweep config holds runtime settings (device, memory, progress) next to the grid; only the
+  grid and the recipes end up in the results table (column ``params``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from layerprobe.errors import ProbeError
+from layerprobe.layers import LayerSpec
+
+KINDS: tuple[str, ...] = ("mlp", "linear")
+DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16")
+CLASS_WEIGHTS: tuple[str, ...] = ("none", "balanced")
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """How one MLP probe (Linear -> ReLU -> Dropout -> Linear) is built and trained."""
+
+    name: str
+    """Preset name written to the results table (column ``preset``)."""
+    hidden: int = 256
+    """Width of the hidden layer. The paper does not state it. 256 is far above the number of
+    classes (2-10), so the head is not a bottleneck; on synthetic 2,000-sample sets the mean probe
+    accuracy moved by less than 1 point between widths 128 and 1024 while the cost grows linearly
+    with the width (docs/LOG.md, "probe")."""
+    dropout: float = 0.1
+    """Dropout probability after the ReLU (the paper's 0.1)."""
+    lr: float = 1e-4
+    """Peak AdamW learning rate (the paper's 1e-4)."""
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay on every parameter; the paper does not state it, 0.01 is torch's default."""
+    beta1: float = 0.9
+    """AdamW first-moment decay (torch default)."""
+    beta2: float = 0.999
+    """AdamW second-moment decay (torch default)."""
+    eps: float = 1e-8
+    """AdamW denominator epsilon (torch default)."""
+    epochs: int = 20
+    """Passes over the training split (the paper's 20); the schedule spans all of them."""
+    batch_size: int = 4
+    """Samples per step (the paper's 4); the last batch of an epoch may be smaller."""
+    warmup_frac: float = 0.05
+    """Fraction of all steps spent in linear warmup (ceil), then cosine decay to 0 (as transformers'
+    ``get_cosine_schedule_with_warmup`` with ``warmup_ratio``)."""
+    patience: int = 0
+    """Stop a probe after this many epochs without a lower validation loss; 0 = train every epoch."""
+    restore_best: bool = False
+    """Keep a snapshot of each probe's lowest-validation-loss epoch and report that one (False:
+    report the final weights, as the paper does)."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (bool(self.name) and self.name.replace("-", "").replace("_", "").isalnum(), "name must be a short word"),
+            (self.hidden >= 1, "hidden must be >= 1"),
+            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "betas must be in [0, 1)"),
+            (self.eps > 0, "eps must be > 0"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (0.0 <= self.warmup_frac < 1.0, "warmup_frac must be in [0, 1)"),
+            (self.patience >= 0, "patience must be >= 0"),
+            (self.patience == 0 or self.restore_best, "patience needs restore_best=True (a stopped probe reports its best epoch)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ProbeError(f"probe preset {self.name!r}: {message}")
+
+    @property
+    def needs_validation(self) -> bool:
+        """True when training looks at the validation split (early stopping or best snapshot)."""
+        return self.patience > 0 or self.restore_best
+
+    def structure(self) -> tuple[int, int, int, float, int, bool]:
+        """What probes trained together must share (everything except lr, weight decay and dropout)."""
+        return (self.hidden, self.epochs, self.batch_size, self.warmup_frac, self.patience, self.restore_best)
+
+    def params(self) -> dict[str, object]:
+        """Hyperparameters for the results table's ``params`` column."""
+        out = asdict(self)
+        out.pop("name")
+        return out
+
+
+@dataclass(frozen=True)
+class LinearSpec:
+    """Multinomial logistic regression (L2, full-batch L-BFGS), C chosen on the validation split."""
+
+    cs: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+    """Inverse regularisation strengths tried, in scikit-learn's convention (loss summed over
+    samples times C, plus half the squared weight norm; the intercept is not penalised)."""
+    max_iter: int = 300
+    """L-BFGS iterations at most per problem."""
+    tol: float = 1e-4
+    """Stop when the largest gradient entry of the mean-loss objective is below this
+    (scikit-learn's ``tol`` for lbfgs)."""
+    ftol: float = 1e-6
+    """Also stop when an iteration lowers the objective by less than this fraction of it (scipy's
+    L-BFGS-B criterion; larger than scipy's 2.2e-9 because the fits run in fp32)."""
+    history: int = 10
+    """L-BFGS memory (pairs kept)."""
+    sketch_rank: int = 64
+    """Rank of the Nyström preconditioner (sketch columns; capped at the feature width). Higher
+    ranks cut iterations on slowly decaying spectra at the cost of a wider sketch."""
+
+    def __post_init__(self) -> None:
+        if not self.cs or any(c <= 0 for c in self.cs):
+            raise ProbeError(f"linear probe: every C must be > 0, got {self.cs}")
+        if self.max_iter < 1 or self.tol <= 0 or self.ftol < 0 or self.history < 1 or self.sketch_rank < 1:
+            raise ProbeError("linear probe: max_iter, history and sketch_rank must be >= 1, tol > 0 and ftol >= 0")
+
+    def params(self) -> dict[str, object]:
+        """Hyperparameters for the results table's ``params`` column."""
+        return {"cs": list(self.cs), "max_iter": self.max_iter, "tol": self.tol, "ftol": self.ftol}
+
+
+PRESETS: dict[str, ProbeSpec] = {
+    "paper": ProbeSpec(name="paper"),
+    "fast": ProbeSpec(name="fast", lr=1e-3, batch_size=256),
+}
+
+
+def get_preset(name: str) -> ProbeSpec:
+    """The preset called ``name``, or a ProbeError listing the known ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ProbeError(f"unknown probe preset {name!r}; use one of: {', '.join(PRESETS)}") from None
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """One probe sweep: which stores, sites, layers and probes, and where the table goes."""
+
+    stores: tuple[Path, ...]
+    """Store directories (Zarr v3 groups written by ``layerprobe extract``)."""
+    out: Path | None = None
+    """Parquet file for the results table; None = only return the DataFrame."""
+    sites: tuple[str, ...] | None = None
+    """Sites to probe; None = every site each store has."""
+    layers: LayerSpec = None
+    """Layers to probe in every site (``select_layers`` syntax, e.g. ``-1`` or ``0:8``); None = all."""
+    kinds: tuple[str, ...] = KINDS
+    """Probe kinds: ``mlp`` and/or ``linear``."""
+    seeds: tuple[int, ...] = (0,)
+    """One MLP probe per seed (the seed fixes its init, batch order and dropout masks). Linear
+    probes are deterministic: one per (site, layer), with a null seed."""
+    preset: str = "paper"
+    """MLP recipe: a name in PRESETS."""
+    hidden: tuple[int, ...] | None = None
+    """MLP hidden widths to sweep; None = the preset's."""
+    lrs: tuple[float, ...] | None = None
+    """MLP learning rates to sweep; None = the preset's. Probes that differ only in lr train together."""
+    linear: LinearSpec = field(default_factory=LinearSpec)
+    """Linear-probe recipe."""
+    class_weight: str = "none"
+    """``balanced`` weights each class by n / (n_classes * count) on the training split (as
+    scikit-learn's ``class_weight='balanced'``); ``none`` weights samples equally."""
+    kfold: int | None = None
+    """K-fold cross-validation: fold k is the test set, fold k+1 the validation set; metrics are the
+    mean over folds. None = one split (the store's split column, else stratified)."""
+    split_seed: int = 0
+    """Seed of the stratified split (used when the store has no split column, or for k-fold)."""
+    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    """Train/val/test fractions of a stratified split made here."""
+    device: str = "cpu"
+    """Torch device for training (``cpu``, ``cuda``, ``cuda:1``)."""
+    dtype: str = "auto"
+    """Matmul dtype of MLP probes: ``auto`` = bfloat16 (fp32 master weights) where the device has
+    native bf16 matmuls and the batch is large enough to be compute-bound, else float32."""
+    max_memory: int = 4 << 30
+    """Bytes the sweep may hold at once (slabs + probe states); sets how many layers are read and
+    how many probes train together."""
+    group_probes: int | None = None
+    """Most MLP probes trained together; None = chosen from the memory budget (and, for small
+    memory-bound batches, to keep the group's optimizer state in the last-level cache)."""
+    progress: bool = True
+    """Show a progress bar (only when stderr is a terminal)."""
+
+    def __post_init__(self) -> None:
+        if not self.stores:
+            raise ProbeError("no store given; pass one or more store directories")
+        object.__setattr__(self, "stores", tuple(Path(s) for s in self.stores))
+        if self.out is not None:
+            object.__setattr__(self, "out", Path(self.out))
+        bad_kinds = [k for k in self.kinds if k not in KINDS]
+        if bad_kinds or not self.kinds:
+            raise ProbeError(f"probe kinds {list(self.kinds)} not understood; use mlp and/or linear")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
+            raise ProbeError(f"seeds {list(self.seeds)} must be distinct non-negative integers")
+        get_preset(self.preset)
+        if self.hidden is not None and (not self.hidden or any(h < 1 for h in self.hidden)):
+            raise ProbeError(f"hidden widths {self.hidden} must be >= 1")
+        if self.lrs is not None and (not self.lrs or any(lr <= 0 for lr in self.lrs)):
+            raise ProbeError(f"learning rates {self.lrs} must be > 0")
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise ProbeError(f"class weight {self.class_weight!r} not understood; use none or balanced")
+        if self.kfold is not None and self.kfold < 3:
+            raise ProbeError(f"kfold={self.kfold}: k-fold needs k >= 3 (one fold for test, one for validation, the rest to train)")
+        fractions = self.split_fractions
+        if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+            raise ProbeError(f"split fractions {fractions} must be three positive numbers summing to 1")
+        if self.dtype not in DTYPES:
+            raise ProbeError(f"dtype {self.dtype!r} not understood; use one of {', '.join(DTYPES)}")
+        if self.max_memory < 64 << 20:
+            raise ProbeError(f"max_memory {self.max_memory} bytes is too small; give at least 64MB")
+        if self.group_probes is not None and self.group_probes < 1:
+            raise ProbeError("group_probes must be >= 1")
+
+    def mlp_specs(self) -> tuple[ProbeSpec, ...]:
+        """The MLP recipes of the grid: the preset crossed with the hidden widths and lrs swept."""
+        base = get_preset(self.preset)
+        hiddens = self.hidden or (base.hidden,)
+        lrs = self.lrs or (base.lr,)
+        return tuple(replace(base, hidden=h, lr=lr) for h in hiddens for lr in lrs)
+
+
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_memory(text: str | int) -> int:
+    """Bytes from ``4GB``, ``512MiB``, ``1.5G`` or a plain integer (powers of 1024 throughout)."""
+    if isinstance(text, int):
+        return text
+    match = _MEMORY.match(str(text))
+    if not match:
+        raise ProbeError(f"memory size {text!r} not understood; write e.g. 4GB, 512MB or 1.5G")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    return int(number * 1024 ** " kmgt".index(unit or " "))
+
+
+def params_json(params: dict[str, object]) -> str:
+    """Canonical JSON (sorted keys) for the ``params`` column, so equal settings compare equal."""
+    return json.dumps(params, sort_keys=True, separators=(",", ":"))

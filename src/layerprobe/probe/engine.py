@@ -1,0 +1,359 @@
+"""Batched MLP probe training: all probes that read one slab train in the same matmuls.
+
+A group is G *streams* x Q *variants* = P probes (probe ``p = g * Q + q``). A stream is one
+(layer, seed): the rows it sees (the seed's batch order) and its dropout draws. Variants differ only
+in lr, weight decay and dropout, so they share a stream's input batch.
+
+Layout and why
+- ``w1 [G, D, Q*H]``: the first layers of a stream's Q probes side by side, so one GEMM
+  ``x [B, D] @ w1[g]`` serves them all; streams (layers, seeds) are the batch axis of one ``bmm``.
+- ``w2 [G*Q, H, C]``: the second layers as one ``bmm``.
+- The loss is the sum of the probes' mean cross-entropies. Probes share no parameters, so each
+  probe's gradient is exactly its own loss's gradient.
+- The backward pass is written out (two matmuls and masks) instead of autograd: no gradient with
+  respect to the features is needed, gradients land in preallocated buffers (fresh large
+  allocations cost page faults on every step on CPU), and the matmul dtype is under control.
+- Matmuls run in the features' dtype: bf16 with fp32 master weights (and fp32 softmax, loss and
+  optimizer) where the device has native bf16 matmuls and the batch is large enough to be
+  compute-bound; fp32 otherwise (see :func:`matmul_dtype`).
+- Optimizer: :class:`~layerprobe.probe.optim.BatchedAdamW`, per-probe lr and weight decay.
+- Early stopping: validation loss after every epoch; per-probe best epoch, best-state snapshot,
+  patience counter; the group stops when every probe has stopped. Stopped probes keep training
+  until then (their snapshot is frozen), which costs compute but keeps every matmul dense.
+Randomness follows :mod:`layerprobe.probe.seeding`, so a probe's result does not depend on the
+probes it is grouped with.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+
+from layerprobe.probe.config import ProbeSpec
+from layerprobe.probe.features import Features
+from layerprobe.probe.hardware import native_bf16
+from layerprobe.probe.optim import BatchedAdamW
+from layerprobe.probe.schedule import lr_factor, warmup_steps
+from layerprobe.probe.seeding import dropout_generator, epoch_orders, init_mlp
+
+BF16_MIN_BATCH = 32
+"""Below this batch size a step is bound by the optimizer's memory traffic, not by matmuls: the
+bf16 weight and gradient casts cost about what the smaller matmuls save (batch 4: 0.43 ms per
+4-probe step either way on this CPU), so ``auto`` keeps fp32, which also keeps the paper preset
+identical to the one-by-one reference (docs/LOG.md, "probe")."""
+PREDICT_ROWS = 4096
+"""Rows per chunk when predicting, to bound activation memory on large evaluation sets."""
+
+
+class Stream(NamedTuple):
+    """Input of a set of probes: which layer of the features, and which seed draws batches/dropout."""
+
+    layer: int
+    seed: int
+
+
+class MlpResult(NamedTuple):
+    """Outputs of one group; probe ``p = g * Q + q`` (stream g, variant q)."""
+
+    val_prob: torch.Tensor
+    """[P, n_val, C] float32 class probabilities, CPU."""
+    test_prob: torch.Tensor
+    """[P, n_test, C]"""
+    best_epoch: torch.Tensor
+    """[P] int64: the epoch (1-based) whose weights are reported; 0 = the initial weights."""
+    epochs_run: int
+    """Epochs trained before every probe stopped (or all of them)."""
+    seconds: float
+    """Wall time of the whole group."""
+    matmul_flops: float
+    """Floating-point operations done in matmuls (training and evaluation)."""
+
+
+def matmul_dtype(device: torch.device | str, batch_size: int, requested: str = "auto") -> tuple[torch.dtype, str]:
+    """The matmul dtype for MLP probes and the reason, logged with the results."""
+    if requested == "float32":
+        return torch.float32, "float32 requested"
+    if requested == "bfloat16":
+        return torch.bfloat16, "bfloat16 requested"
+    if batch_size < BF16_MIN_BATCH:
+        return torch.float32, f"batch size {batch_size} < {BF16_MIN_BATCH} is memory-bound; bf16 casts would only add traffic"
+    if native_bf16(device):
+        return torch.bfloat16, f"{torch.device(device).type} has native bf16 matmuls"
+    return torch.float32, f"{torch.device(device).type} has no native bf16 matmuls"
+
+
+class _Params(NamedTuple):
+    w1: torch.Tensor  # [G, D, K]  K = Q * H
+    b1: torch.Tensor  # [G, 1, K]
+    w2: torch.Tensor  # [G*Q, H, C]
+    b2: torch.Tensor  # [G*Q, 1, C]
+
+
+class _Layout(NamedTuple):
+    n_streams: int
+    n_variants: int
+    hidden: int
+
+    def per_probe(self, value_p: torch.Tensor) -> list[torch.Tensor]:
+        """A per-probe vector [P] as tensors that broadcast against w1, b1, w2, b2."""
+        g, q, h = self
+        first = value_p.view(g, 1, q, 1).expand(g, 1, q, h).reshape(g, 1, q * h)
+        second = value_p.view(g * q, 1, 1)
+        return [first, first, second, second]
+
+
+def train_mlp_group(
+    features: Features,
+    streams: Sequence[Stream],
+    variants: Sequence[ProbeSpec],
+    *,
+    n_classes: int,
+    class_weight: torch.Tensor | None = None,
+    allow_fused: bool = True,
+) -> MlpResult:
+    """Train ``len(streams) * len(variants)`` MLP probes together and predict val and test.
+
+    ``features`` holds standardised inputs in the matmul dtype (its layer axis is what
+    ``Stream.layer`` indexes); ``class_weight`` ([C], optional) weights each sample's loss by its class.
+    """
+    start = time.perf_counter()
+    spec = variants[0]
+    if any(v.structure() != spec.structure() for v in variants):
+        raise ValueError("variants trained together must share hidden, epochs, batch size, warmup and early stopping")
+    x_train = features.train
+    device, dtype = x_train.device, x_train.dtype
+    layout = _Layout(len(streams), len(variants), spec.hidden)
+    n_probes = layout.n_streams * layout.n_variants
+    params = _init_params(streams, len(variants), spec.hidden, x_train.shape[2], n_classes, device)
+    lr_p = torch.tensor([v.lr for v in variants], dtype=torch.float32, device=device).repeat(layout.n_streams)
+    wd_p = torch.tensor([v.weight_decay for v in variants], dtype=torch.float32, device=device).repeat(layout.n_streams)
+    opt = BatchedAdamW(params, layout.per_probe(lr_p), layout.per_probe(wd_p), beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps, allow_fused=allow_fused)
+    drop_q = torch.tensor([v.dropout for v in variants], dtype=torch.float32, device=device)
+    dropout = (drop_q[:, None], (1 / (1 - drop_q))[:, None])  # threshold and inverted-dropout scale, [Q, 1]
+    sampler = _Sampler(features, streams, spec, class_weight)
+    total = spec.epochs * sampler.steps_per_epoch
+    n_warmup = warmup_steps(total, spec.warmup_frac)
+    buffers = _Buffers(params.w1, dtype)
+    best = _Best(params, layout, spec)
+    flops, step, epochs_run = 0.0, 0, 0
+    for epoch in range(spec.epochs):
+        for s in range(sampler.steps_per_epoch):
+            batch = sampler.batch(epoch, s)
+            opt.step(_gradients(batch, dropout, params, buffers), lr_factor(step, total, n_warmup))
+            step += 1
+            flops += _train_flops(params, batch.x_gbd.shape[1])
+        epochs_run = epoch + 1
+        if spec.needs_validation:
+            logits = _predict(features.val, sampler.runs, params)
+            flops += _predict_flops(params, features.val.shape[1])
+            best.update(_mean_ce(logits, features.y_val, class_weight), params, epoch + 1)
+            if not bool(best.active.any()):
+                break
+    final = best.params(params)
+    val_logits = _predict(features.val, sampler.runs, final)
+    test_logits = _predict(features.test, sampler.runs, final)
+    flops += _predict_flops(params, features.val.shape[1] + features.test.shape[1])
+    best_epoch = best.best_epoch if spec.restore_best else torch.full((n_probes,), epochs_run, dtype=torch.int64)
+    return MlpResult(
+        torch.softmax(val_logits, dim=-1).cpu(), torch.softmax(test_logits, dim=-1).cpu(),
+        best_epoch.cpu(), epochs_run, time.perf_counter() - start, flops,
+    )  # fmt: skip
+
+
+def _init_params(streams: Sequence[Stream], n_variants: int, hidden: int, d_in: int, n_classes: int, device: torch.device) -> _Params:
+    n_streams, q = len(streams), n_variants
+    w1 = torch.empty(n_streams, d_in, q * hidden)
+    b1 = torch.empty(n_streams, 1, q * hidden)
+    w2 = torch.empty(n_streams * q, hidden, n_classes)
+    b2 = torch.empty(n_streams * q, 1, n_classes)
+    inits = {seed: init_mlp(seed, d_in, hidden, n_classes) for seed in {s.seed for s in streams}}
+    for g, stream in enumerate(streams):
+        init = inits[stream.seed]
+        w1[g].view(d_in, q, hidden).copy_(init.w1_hd.t()[:, None, :])
+        b1[g, 0].view(q, hidden).copy_(init.b1_h)
+        w2[g * q : (g + 1) * q].copy_(init.w2_ch.t())
+        b2[g * q : (g + 1) * q, 0].copy_(init.b2_c)
+    return _Params(*(t.to(device) for t in (w1, b1, w2, b2)))
+
+
+class _Runs:
+    """Streams cut into runs of consecutive streams with one seed and consecutive layers.
+
+    A run's inputs are a slice of the features (no copy for evaluation) and, for a training step,
+    one ``index_select`` of its batch rows, several times faster than advanced indexing on CPU.
+    """
+
+    def __init__(self, streams: Sequence[Stream], seeds: list[int]) -> None:
+        self.runs: list[tuple[int, int, int]] = []  # (seed index, first layer, n streams)
+        for stream in streams:
+            u = seeds.index(stream.seed)
+            if self.runs and self.runs[-1][0] == u and self.runs[-1][1] + self.runs[-1][2] == stream.layer:
+                u0, first, count = self.runs[-1]
+                self.runs[-1] = (u0, first, count + 1)
+            else:
+                self.runs.append((u, stream.layer, 1))
+
+    def batch(self, x_lnd: torch.Tensor, rows_ub: torch.Tensor) -> torch.Tensor:
+        """``[G, B, D]``: each stream's batch rows of its layer."""
+        parts = [x_lnd[first : first + count].index_select(1, rows_ub[u]) for u, first, count in self.runs]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def spans(self) -> list[tuple[int, int, int]]:
+        """(first stream, first layer, n streams) per run."""
+        out, g = [], 0
+        for _, first, count in self.runs:
+            out.append((g, first, count))
+            g += count
+        return out
+
+
+class _Batch(NamedTuple):
+    x_gbd: torch.Tensor  # inputs per stream, matmul dtype
+    y_gb: torch.Tensor  # labels
+    weight_gb: torch.Tensor | None  # per-sample loss weights (class weighting), or None
+    u_gbh: torch.Tensor  # dropout uniforms
+
+
+class _Sampler:
+    """Each step's batch for every stream: rows in its seed's epoch order, its seed's dropout draws."""
+
+    def __init__(self, features: Features, streams: Sequence[Stream], spec: ProbeSpec, class_weight: torch.Tensor | None) -> None:
+        device = features.train.device
+        self.features, self.hidden, self.batch_size = features, spec.hidden, spec.batch_size
+        self.n_streams = len(streams)
+        self.seeds = sorted({s.seed for s in streams})
+        self.seed_of_g = torch.tensor([self.seeds.index(s.seed) for s in streams], device=device)
+        n_train = features.train.shape[1]
+        self.steps_per_epoch = math.ceil(n_train / spec.batch_size)
+        self.orders_uen = torch.stack([epoch_orders(s, n_train, spec.epochs) for s in self.seeds]).to(device)
+        self.generators = [dropout_generator(s, device) for s in self.seeds]
+        self.weight_n = None if class_weight is None else class_weight.to(device)[features.y_train]
+        self.runs = _Runs(streams, self.seeds)
+
+    def per_stream(self, t_u: torch.Tensor) -> torch.Tensor:
+        """A per-seed tensor ``[U, ...]`` as per-stream ``[G, ...]`` (a broadcast view for one seed)."""
+        return t_u.expand(self.n_streams, *t_u.shape[1:]) if len(self.seeds) == 1 else t_u[self.seed_of_g]
+
+    def batch(self, epoch: int, step: int) -> _Batch:
+        rows_ub = self.orders_uen[:, epoch, step * self.batch_size : (step + 1) * self.batch_size]
+        device = rows_ub.device
+        u_ubh = torch.stack([torch.rand(rows_ub.shape[1], self.hidden, generator=g, device=device) for g in self.generators])
+        weight = None if self.weight_n is None else self.per_stream(self.weight_n[rows_ub])
+        x_gbd = self.runs.batch(self.features.train, rows_ub)
+        return _Batch(x_gbd, self.per_stream(self.features.y_train[rows_ub]), weight, self.per_stream(u_ubh))
+
+
+class _Buffers:
+    """Preallocated first-layer buffers: the fp32 gradient and, for bf16, the weight/grad copies."""
+
+    def __init__(self, w1: torch.Tensor, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+        self.dw1 = torch.empty_like(w1)
+        self.low = None if dtype == w1.dtype else (torch.empty_like(w1, dtype=dtype), torch.empty_like(w1, dtype=dtype))
+
+    def weights(self, w1: torch.Tensor) -> torch.Tensor:
+        return w1 if self.low is None else self.low[0].copy_(w1)
+
+
+def _gradients(batch: _Batch, dropout: tuple[torch.Tensor, torch.Tensor], params: _Params, buffers: _Buffers) -> list[torch.Tensor]:
+    """Per-probe gradients of the summed mean cross-entropies on one batch (training mode)."""
+    w1, b1, w2, b2 = params
+    n_streams, _, width = w1.shape
+    n_probes, hidden, _ = w2.shape
+    n_variants = n_probes // n_streams
+    x_gbd, y_gb, weight_gb, u_gbh = batch
+    n_rows = x_gbd.shape[1]
+    a_gbqh = torch.bmm(x_gbd, buffers.weights(w1)).float().add_(b1).view(n_streams, n_rows, n_variants, hidden)
+    keep = (u_gbh[:, :, None, :] >= dropout[0]).float().mul_(dropout[1])
+    mult_gbqh = keep.mul_(a_gbqh > 0)  # ReLU and dropout as one mask: h = a * mult, da = dh * mult
+    h_pbh = (a_gbqh * mult_gbqh).permute(0, 2, 1, 3).reshape(n_probes, n_rows, hidden)
+    dlogits_pbc = torch.softmax(torch.baddbmm(b2, h_pbh, w2), dim=-1)
+    y_pb = y_gb.repeat_interleave(n_variants, dim=0)
+    dlogits_pbc.scatter_add_(2, y_pb[:, :, None], torch.full_like(dlogits_pbc[:, :, :1], -1.0))
+    if weight_gb is None:
+        dlogits_pbc.mul_(1.0 / n_rows)
+    else:
+        dlogits_pbc.mul_((weight_gb / weight_gb.sum(dim=1, keepdim=True)).repeat_interleave(n_variants, dim=0)[:, :, None])
+    dw2 = torch.bmm(h_pbh.transpose(1, 2), dlogits_pbc)
+    db2 = dlogits_pbc.sum(dim=1, keepdim=True)
+    dh_gbqh = torch.bmm(dlogits_pbc, w2.transpose(1, 2)).view(n_streams, n_variants, n_rows, hidden).permute(0, 2, 1, 3)
+    da_gbk = (dh_gbqh * mult_gbqh).reshape(n_streams, n_rows, width)
+    db1 = da_gbk.sum(dim=1, keepdim=True)
+    x_gdb = x_gbd.transpose(1, 2)
+    if buffers.low is None:
+        torch.bmm(x_gdb, da_gbk, out=buffers.dw1)
+    else:
+        buffers.dw1.copy_(torch.bmm(x_gdb, da_gbk.to(buffers.dtype), out=buffers.low[1]))
+    return [buffers.dw1, db1, dw2, db2]
+
+
+def _predict(x_lnd: torch.Tensor, runs: _Runs, params: _Params) -> torch.Tensor:
+    """Logits ``[P, n, C]`` in evaluation mode (no dropout), in row chunks, reading the features in place."""
+    w1, b1, w2, b2 = params
+    n_streams = w1.shape[0]
+    n_probes, hidden, _ = w2.shape
+    n_variants = n_probes // n_streams
+    w1c = w1.to(x_lnd.dtype)
+    out = []
+    for lo in range(0, x_lnd.shape[1], PREDICT_ROWS):
+        h_gnk = torch.cat([torch.bmm(x_lnd[first : first + count, lo : lo + PREDICT_ROWS], w1c[g : g + count]) for g, first, count in runs.spans()])
+        n = h_gnk.shape[1]
+        h = h_gnk.float().add_(b1).clamp_min_(0)
+        h_pnh = h.view(n_streams, n, n_variants, hidden).permute(0, 2, 1, 3).reshape(n_probes, n, hidden)
+        out.append(torch.baddbmm(b2, h_pnh, w2))
+    if not out:
+        return torch.zeros(n_probes, 0, w2.shape[2], device=w2.device)
+    return torch.cat(out, dim=1)
+
+
+def _mean_ce(logits_pnc: torch.Tensor, y_n: torch.Tensor, class_weight: torch.Tensor | None) -> torch.Tensor:
+    """Per-probe mean cross-entropy (class-weighted like the training loss)."""
+    nll_pn = -torch.log_softmax(logits_pnc, dim=-1).gather(2, y_n.expand(logits_pnc.shape[0], -1)[:, :, None])[:, :, 0]
+    if class_weight is None:
+        return nll_pn.mean(dim=1)
+    w_n = class_weight.to(y_n.device)[y_n]
+    return (nll_pn * w_n).sum(dim=1) / w_n.sum()
+
+
+def _train_flops(params: _Params, batch: int) -> float:
+    n_streams, d_in, width = params.w1.shape
+    n_probes, hidden, n_classes = params.w2.shape
+    return 4.0 * n_streams * batch * d_in * width + 6.0 * n_probes * batch * hidden * n_classes
+
+
+def _predict_flops(params: _Params, rows: int) -> float:
+    n_streams, d_in, width = params.w1.shape
+    n_probes, hidden, n_classes = params.w2.shape
+    return 2.0 * n_streams * rows * d_in * width + 2.0 * n_probes * rows * hidden * n_classes
+
+
+class _Best:
+    """Per-probe early stopping: best validation loss, its epoch, patience, and (optionally) weights."""
+
+    def __init__(self, params: _Params, layout: _Layout, spec: ProbeSpec) -> None:
+        n_probes = layout.n_streams * layout.n_variants
+        device = params.w1.device
+        self.layout, self.patience = layout, spec.patience
+        self.snapshot = [p.clone() for p in params] if spec.restore_best else None
+        self.best_loss = torch.full((n_probes,), math.inf, device=device)
+        self.best_epoch = torch.zeros(n_probes, dtype=torch.int64, device=device)
+        self.waited = torch.zeros(n_probes, dtype=torch.int64, device=device)
+        self.active = torch.ones(n_probes, dtype=torch.bool, device=device)
+
+    def update(self, loss_p: torch.Tensor, params: _Params, epoch: int) -> None:
+        improved = (loss_p < self.best_loss) & self.active
+        self.best_loss = torch.where(improved, loss_p, self.best_loss)
+        self.best_epoch = torch.where(improved, torch.full_like(self.best_epoch, epoch), self.best_epoch)
+        self.waited = torch.where(improved, torch.zeros_like(self.waited), self.waited + 1)
+        if self.patience:
+            self.active &= self.waited < self.patience
+        if self.snapshot is not None and bool(improved.any()):
+            for saved, current, mask in zip(self.snapshot, params, self.layout.per_probe(improved)):
+                torch.where(mask, current, saved, out=saved)
+
+    def params(self, current: _Params) -> _Params:
+        return current if self.snapshot is None else _Params(*self.snapshot)

@@ -1,0 +1,151 @@
+"""The probe grid of a sweep, checked against the stores, and how it is cut into groups.
+
+Grid: stores x sites x layers x kinds x seeds x recipes (hidden widths, lrs). Checking happens
+here, before anything is trained: every requested site and layer must exist in every store, labels
+must agree between stores wherever they name the same sample id, and every split must be usable.
+
+Grouping (why the sizes are what they are)
+- Slab groups: consecutive layers of one site read with one ``read_slabs`` call, as many as fit
+  half of ``max_memory`` (the slab, its standardised copy and a bf16 copy). Each slab is read once.
+- MLP groups: streams (layer x seed) of one slab group trained together, as many as fit the other
+  half of ``max_memory``. On a CPU, recipes with memory-bound (small) batches are further capped so
+  the group's weights and AdamW moments fit in half the last-level cache: a step then streams them
+  from cache instead of DRAM, which is several times faster (docs/LOG.md, "probe").
+- Linear groups: layers fitted together, capped the same way by the cache (each L-BFGS iteration
+  reads the training features twice).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from layerprobe.errors import LayerprobeError, ProbeError
+from layerprobe.layers import select_layers
+from layerprobe.probe.config import ProbeSpec, SweepConfig
+from layerprobe.probe.engine import BF16_MIN_BATCH
+from layerprobe.probe.splits import Split, make_splits
+
+ANSWER_SITE = "answer_logits"
+
+
+@dataclass(frozen=True)
+class SitePlan:
+    """The layers of one site a sweep probes."""
+
+    name: str
+    layers: tuple[int, ...]
+    layer_names: tuple[str, ...]
+    """Names of ``layers`` (same order)."""
+    hidden: int
+
+
+@dataclass(frozen=True, eq=False)
+class StorePlan:
+    """One store of a sweep, opened and checked."""
+
+    index: int
+    path: Path
+    store: Any
+    """The open ``layerprobe.store.Store``."""
+    run_id: str
+    """Short hash of what the run was (model, adapter, manifest, prompt); stable across copies."""
+    splits: tuple[Split, ...]
+    sites: tuple[SitePlan, ...]
+    n_classes: int
+
+
+def plan_stores(cfg: SweepConfig, stores: Sequence[Any]) -> list[StorePlan]:
+    """Check every store against the config and each other; return what each will probe."""
+    _check_labels_agree(cfg.stores, stores)
+    plans = []
+    for index, (path, store) in enumerate(zip(cfg.stores, stores)):
+        where = f"store {path}"
+        n_classes = len(store.class_names)
+        splits = make_splits(
+            store.labels, store.splits, store.valid, class_names=store.class_names, kfold=cfg.kfold,
+            seed=cfg.split_seed, fractions=cfg.split_fractions, where=where,
+        )  # fmt: skip
+        plans.append(StorePlan(index, Path(path), store, run_id(store.meta), splits, _site_plans(cfg, store, where), n_classes))
+    return plans
+
+
+def run_id(meta: Any) -> str:
+    """12 hex digits identifying a run by model, adapter, manifest and prompt."""
+    keys = ("model_id", "model_hash", "adapter", "adapter_hash", "manifest_sha256", "prompt_template")
+    text = json.dumps({k: getattr(meta, k, None) for k in keys}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _site_plans(cfg: SweepConfig, store: Any, where: str) -> tuple[SitePlan, ...]:
+    available = dict(store.sites)
+    wanted = [s for s in (cfg.sites if cfg.sites is not None else tuple(available)) if s != ANSWER_SITE]
+    out = []
+    for name in wanted:
+        if name not in available:
+            raise ProbeError(f"{where} has no site {name!r} (it has: {', '.join(available) or 'none'}); drop it from --sites")
+        spec = available[name]
+        try:
+            layers = select_layers(cfg.layers, len(spec.layer_names))
+        except LayerprobeError as err:
+            raise ProbeError(f"{where}, site {name}: {err}") from None
+        out.append(SitePlan(name, layers, tuple(spec.layer_names[i] for i in layers), spec.hidden))
+    if not out:
+        raise ProbeError(f"{where}: no site to probe; pass --sites with some of: {', '.join(available) or 'none'}")
+    return tuple(out)
+
+
+def _check_labels_agree(paths: Sequence[Path], stores: Sequence[Any]) -> None:
+    """A sample id present in several stores of one dataset must carry the same class name in each.
+
+    Stores of different datasets (``meta.dataset_name``) are independent: their ids may collide.
+    """
+    seen: dict[tuple[str, str], tuple[str, int]] = {}
+    for index, store in enumerate(stores):
+        names, dataset = store.class_names, str(getattr(store.meta, "dataset_name", ""))
+        for row in np.flatnonzero(np.asarray(store.valid, dtype=bool)):
+            sample_id, label = str(store.ids[row]), names[int(store.labels[row])]
+            first = seen.setdefault((dataset, sample_id), (label, index))
+            if first[0] != label:
+                raise ProbeError(
+                    f"labels disagree between stores {paths[first[1]]} and {paths[index]}: sample {sample_id!r} is "
+                    f"{first[0]!r} in one and {label!r} in the other; probe them in separate sweeps or re-extract one"
+                )
+
+
+def count_probes(cfg: SweepConfig, plans: Sequence[StorePlan]) -> int:
+    """Rows of the results table besides the model rows."""
+    per_layer = (len(cfg.seeds) * len(cfg.mlp_specs()) if "mlp" in cfg.kinds else 0) + (1 if "linear" in cfg.kinds else 0)
+    return sum(len(site.layers) * per_layer for plan in plans for site in plan.sites)
+
+
+def layer_chunks(layers: Sequence[int], bytes_per_layer: int, budget: int) -> list[tuple[int, ...]]:
+    """Consecutive runs of ``layers`` whose slabs fit ``budget`` bytes (at least one layer each)."""
+    per_chunk = max(1, budget // max(1, bytes_per_layer))
+    return [tuple(layers[i : i + per_chunk]) for i in range(0, len(layers), per_chunk)]
+
+
+def mlp_probe_bytes(spec: ProbeSpec, d_in: int, n_eval_rows: int, low_precision: bool) -> int:
+    """Memory one MLP probe needs while its group trains (weights, grads, moments, copies, activations)."""
+    per_weight = 16 + (4 if spec.restore_best else 0) + (4 if low_precision else 0)
+    activations = 4 * spec.hidden * (6 * spec.batch_size + 3 * min(n_eval_rows, 4096))
+    return per_weight * (d_in + 1) * spec.hidden + activations
+
+
+def streams_per_group(spec: ProbeSpec, n_variants: int, d_in: int, n_eval_rows: int, *, budget: int,
+                      low_precision: bool, cache_bytes: int | None, cap: int | None) -> int:  # fmt: skip
+    """How many streams (each ``n_variants`` probes) train together."""
+    per_stream = n_variants * mlp_probe_bytes(spec, d_in, n_eval_rows, low_precision)
+    count = max(1, budget // per_stream)
+    if cache_bytes is not None and spec.batch_size < BF16_MIN_BATCH:
+        optimizer_state = n_variants * 16 * (d_in + 1) * spec.hidden
+        count = min(count, max(1, (cache_bytes // 2) // optimizer_state))
+    if cap is not None:
+        count = min(count, max(1, cap // n_variants))
+    return count

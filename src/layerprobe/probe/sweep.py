@@ -1,0 +1,235 @@
+"""``run_sweep``: a whole probe sweep, from stores to the results table.
+
+Order of work (each slab is read once)::
+
+    for each store:  the model row (answer logits), then
+      for each site, for each slab group (consecutive layers that fit the memory budget):
+        read_slabs once
+        for each split (one, or K folds):
+          standardise on the training rows
+          linear probes: every layer x every C, batched L-BFGS (cache-sized layer groups)
+          MLP probes: every layer x seed x recipe, batched training (memory-sized groups)
+          metrics for all of them, batched
+
+The sweep uses only the ``layerprobe.store`` reading interface (``open_store`` and the ``Store``
+attributes in docs/architecture.md), so it runs wherever the stores are, without the models.
+A layer whose slab holds NaN/Inf gets failed rows naming the count; other layers are unaffected.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from layerprobe.errors import ProbeError
+from layerprobe.probe.config import ProbeSpec, SweepConfig, params_json
+from layerprobe.probe.engine import Stream, matmul_dtype, train_mlp_group
+from layerprobe.probe.features import Features, balanced_class_weight, prepare_features
+from layerprobe.probe.grid import ANSWER_SITE, SitePlan, StorePlan, count_probes, layer_chunks, plan_stores, streams_per_group
+from layerprobe.probe.hardware import last_level_cache_bytes
+from layerprobe.probe.linear import fit_linear_group
+from layerprobe.probe.metrics import classification_metrics
+from layerprobe.probe.splits import Split
+from layerprobe.probe.table import Outcome, TableBuilder, metric_values
+
+log = logging.getLogger(__name__)
+
+
+def run_sweep(cfg: SweepConfig) -> pl.DataFrame:
+    """Train and score every probe of ``cfg``; write the table to ``cfg.out`` if set, and return it."""
+    from layerprobe.store import open_store
+
+    return sweep_stores(cfg, [open_store(path) for path in cfg.stores])
+
+
+def sweep_stores(cfg: SweepConfig, stores: list[Any]) -> pl.DataFrame:
+    """:func:`run_sweep` on stores already open (one per ``cfg.stores`` entry, same order); any
+    object with the ``Store`` reading interface works, e.g. an in-memory synthetic store."""
+    from tqdm.auto import tqdm
+
+    if len(stores) != len(cfg.stores):
+        raise ValueError("one open store per cfg.stores entry")
+    device = _device(cfg.device)
+    plans = plan_stores(cfg, stores)
+    table = TableBuilder()
+    show = cfg.progress and sys.stderr.isatty()
+    with tqdm(total=count_probes(cfg, plans), unit="probe", disable=not show, dynamic_ncols=True) as bar:
+        for plan in plans:
+            _model_rows(plan, cfg, table)
+            for site in plan.sites:
+                per_layer = 10 * plan.store.n_samples * site.hidden  # raw slab + fp32 parts + bf16 copy
+                for layers in layer_chunks(site.layers, per_layer, cfg.max_memory // 2):
+                    bar.set_description(f"{plan.path.name} {site.name} layers {layers[0]}-{layers[-1]}")
+                    x_lnd = plan.store.read_slabs(site.name, list(layers))
+                    for split in plan.splits:
+                        features = prepare_features(x_lnd, plan.store.labels, split, device)
+                        job = _SlabProbes(cfg, plan, site, layers, split, features, table, lambda n: bar.update(n / len(plan.splits)))
+                        if "linear" in cfg.kinds:
+                            job.linear()
+                        if "mlp" in cfg.kinds:
+                            job.mlp()
+                    del x_lnd
+    frame = table.frame()
+    if cfg.out is not None:
+        write_table(frame, cfg.out)
+    return frame
+
+
+def write_table(frame: pl.DataFrame, out: Path) -> None:
+    """Write ``frame`` as parquet atomically (a temporary file, then a rename)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    frame.write_parquet(tmp)
+    os.replace(tmp, out)
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ProbeError(f"device {name!r} not understood; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ProbeError(f"device {name!r} is not available (no CUDA GPU visible to torch); use --device cpu")
+    return device
+
+
+def _identity(cfg: SweepConfig, plan: StorePlan, site: str, layer: int, layer_name: str, kind: str) -> dict[str, Any]:
+    meta = plan.store.meta
+    return {
+        "run_id": plan.run_id, "store": str(plan.path), "model_id": getattr(meta, "model_id", None),
+        "adapter": getattr(meta, "adapter", None), "dataset": getattr(meta, "dataset_name", None),
+        "site": site, "layer": layer, "layer_name": layer_name, "kind": kind, "seed": None,
+        "preset": None if kind == "model" else cfg.preset, "params": "{}", "split": _split_label(cfg, plan.splits),
+        "matmul_dtype": None,
+    }  # fmt: skip
+
+
+def _split_label(cfg: SweepConfig, splits: tuple[Split, ...]) -> str:
+    if cfg.kfold:
+        return f"{cfg.kfold}-fold seed={cfg.split_seed}"
+    if splits[0].name == "stratified":
+        return f"stratified seed={cfg.split_seed} fractions={'/'.join(f'{f:g}' for f in cfg.split_fractions)}"
+    return "store"
+
+
+def _model_rows(plan: StorePlan, cfg: SweepConfig, table: TableBuilder) -> None:
+    """P_final: the model's own answer (argmax over candidate logits; softmax for AUC) on each split."""
+    identity = _identity(cfg, plan, ANSWER_SITE, 0, "answer", "model")
+    logits_nc = plan.store.answer_logits().float()
+    problem = None
+    if logits_nc.shape[1] != plan.n_classes:
+        problem = f"answer_logits has {logits_nc.shape[1]} candidates but the store has {plan.n_classes} classes; candidate i must be class i (re-extract)"
+    for split in plan.splits:
+        sizes = (len(split.train), len(split.val), len(split.test))
+        rows = torch.from_numpy(split.val), torch.from_numpy(split.test)
+        if problem is None and not bool(torch.isfinite(logits_nc[torch.cat(rows)]).all()):
+            problem = "answer_logits has NaN/Inf for samples in the split; run `layerprobe verify` on the store and re-extract"
+        if problem is not None:
+            table.add(identity, Outcome(None, None, *sizes, 0.0, error=problem))
+            continue
+        y = torch.tensor(np.asarray(plan.store.labels), dtype=torch.int64)
+        val, test = (classification_metrics(torch.softmax(logits_nc[r], dim=-1)[None], y[r]) for r in rows)
+        table.add(identity, Outcome(metric_values(val, 0), metric_values(test, 0), *sizes, 0.0))
+
+
+class _SlabProbes:
+    """Every probe of one slab group on one split: the shared context, one method per probe kind."""
+
+    def __init__(self, cfg: SweepConfig, plan: StorePlan, site: SitePlan, layers: tuple[int, ...], split: Split,
+                 features: Features, table: TableBuilder, advance: Any) -> None:  # fmt: skip
+        self.cfg, self.plan, self.site, self.layers, self.features = cfg, plan, site, layers, features
+        self.table, self.advance = table, advance
+        self.names = dict(zip(site.layers, site.layer_names))
+        self.sizes = (len(split.train), len(split.val), len(split.test))
+        self.weight = balanced_class_weight(features.y_train, plan.n_classes) if cfg.class_weight == "balanced" else None
+        self.good = [i for i in range(len(layers)) if bool(features.finite[i])]
+        self.bad_error = {
+            i: f"slab {site.name} layer {layers[i]} has {int(features.n_bad[i])} NaN/Inf values in the samples used; "
+            f"run `layerprobe verify` on the store and re-extract that layer"
+            for i in range(len(layers)) if i not in self.good
+        }  # fmt: skip
+
+    def identity(self, i: int, kind: str, **extra: Any) -> dict[str, Any]:
+        layer = self.layers[i]
+        return {**_identity(self.cfg, self.plan, self.site.name, layer, self.names[layer], kind), **extra}
+
+    def add(self, identity: dict[str, Any], metrics: tuple[Any, Any], p: int, test_prob: torch.Tensor, seconds: float, **extra: Any) -> None:
+        """Record probe ``p`` of a batch; a probe with non-finite outputs diverged and is marked failed."""
+        if bool(torch.isfinite(test_prob).all()):
+            outcome = Outcome(metric_values(metrics[0], p), metric_values(metrics[1], p), *self.sizes, seconds, **extra)
+        else:
+            outcome = Outcome(None, None, *self.sizes, seconds, error="training diverged (non-finite outputs); lower the learning rate or check the features")
+        self.table.add(identity, outcome)
+
+    def linear(self) -> None:
+        params = params_json({**self.cfg.linear.params(), "class_weight": self.cfg.class_weight})
+        for i, error in self.bad_error.items():
+            self.table.add(self.identity(i, "linear", params=params), Outcome(None, None, *self.sizes, 0.0, error=error))
+        self.advance(len(self.bad_error))
+        for chunk in _linear_chunks(self.good, self.features, self.cfg):
+            result = fit_linear_group(self.features.select(chunk), self.cfg.linear, n_classes=self.plan.n_classes, class_weight=self.weight)
+            metrics = (classification_metrics(result.val_prob, self.features.y_val), classification_metrics(result.test_prob, self.features.y_test))
+            for j, i in enumerate(chunk):
+                identity = self.identity(i, "linear", params=params, matmul_dtype="float32")
+                extra = {"chosen_c": float(result.chosen_c[j]), "converged": bool(result.converged[j])}
+                self.add(identity, metrics, j, result.test_prob[j], result.seconds / len(chunk), **extra)
+            self.advance(len(chunk))
+
+    def mlp(self) -> None:
+        cfg, features = self.cfg, self.features
+        for variants in _by_structure(cfg.mlp_specs()):
+            spec = variants[0]
+            dtype, reason = matmul_dtype(features.train.device, spec.batch_size, cfg.dtype)
+            log.info("MLP probes (%s) train with %s matmuls: %s", spec.name, str(dtype).removeprefix("torch."), reason)
+
+            def identity(i: int, seed: int, v: ProbeSpec) -> dict[str, Any]:
+                params = params_json({**v.params(), "class_weight": cfg.class_weight})
+                return self.identity(i, "mlp", seed=seed, params=params, matmul_dtype=str(dtype).removeprefix("torch."))
+
+            for i, error in self.bad_error.items():
+                for seed in cfg.seeds:
+                    for v in variants:
+                        self.table.add(identity(i, seed, v), Outcome(None, None, *self.sizes, 0.0, error=error))
+            self.advance(len(self.bad_error) * len(cfg.seeds) * len(variants))
+            lowp = features.to(dtype)
+            streams = [Stream(i, seed) for seed in cfg.seeds for i in self.good]
+            per_group = streams_per_group(
+                spec, len(variants), features.train.shape[2], features.val.shape[1] + features.test.shape[1],
+                budget=cfg.max_memory // 2, low_precision=dtype != torch.float32, cap=cfg.group_probes,
+                cache_bytes=last_level_cache_bytes() if features.train.device.type == "cpu" else None,
+            )  # fmt: skip
+            for lo in range(0, len(streams), per_group):
+                group = streams[lo : lo + per_group]
+                result = train_mlp_group(lowp, group, variants, n_classes=self.plan.n_classes, class_weight=self.weight)
+                metrics = (classification_metrics(result.val_prob, features.y_val), classification_metrics(result.test_prob, features.y_test))
+                seconds = result.seconds / (len(group) * len(variants))
+                for g, stream in enumerate(group):
+                    for q, v in enumerate(variants):
+                        p = g * len(variants) + q
+                        self.add(identity(stream.layer, stream.seed, v), metrics, p, result.test_prob[p], seconds, best_epoch=int(result.best_epoch[p]))
+                self.advance(len(group) * len(variants))
+
+
+def _by_structure(specs: Iterable[ProbeSpec]) -> list[list[ProbeSpec]]:
+    """Recipes that can train in one group (same structure, differing in lr/decay/dropout)."""
+    groups: dict[tuple[Any, ...], list[ProbeSpec]] = {}
+    for spec in specs:
+        groups.setdefault(spec.structure(), []).append(spec)
+    return list(groups.values())
+
+
+def _linear_chunks(layers: list[int], features: Features, cfg: SweepConfig) -> list[tuple[int, ...]]:
+    """Layers fitted together: on a CPU, as many as keep the training features in half the cache."""
+    if not layers:
+        return []
+    per_layer = 4 * features.train.shape[1] * features.train.shape[2]
+    budget = last_level_cache_bytes() // 2 if features.train.device.type == "cpu" else cfg.max_memory // 4
+    return layer_chunks(layers, per_layer, budget)
