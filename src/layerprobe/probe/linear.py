@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 import torch
 
+from layerprobe.errors import ProbeError
 from layerprobe.probe.config import LinearSpec
 from layerprobe.probe.features import Features
 
@@ -154,12 +155,21 @@ class _Preconditioner:
         n_layers, _, d_in = x.shape
         k = min(rank, d_in)
         gen = torch.Generator().manual_seed(_SKETCH_SEED)
-        omega = torch.randn(d_in, k, generator=gen).to(x.device).expand(n_layers, d_in, k)
-        y = torch.bmm(x.transpose(1, 2), torch.bmm(x, omega) * problem.weight_n[None, :, None]).double()
-        omega = omega.double()
-        shift = 1e-7 * torch.linalg.matrix_norm(y).clamp_min(1e-30)[:, None, None]
-        y = y + shift * omega
-        chol = torch.linalg.cholesky(omega.transpose(1, 2) @ y + 1e-12 * torch.eye(k, dtype=torch.float64, device=x.device))
+        # The sketch is formed in float64: in fp32 its rounding error is as large as the shift,
+        # and a rank-deficient problem (fewer training rows than k) then fails the Cholesky.
+        x = x.double()
+        omega = torch.randn(d_in, k, generator=gen, dtype=torch.float64).to(x.device).expand(n_layers, d_in, k)
+        y0 = torch.bmm(x.transpose(1, 2), torch.bmm(x, omega) * problem.weight_n.double()[None, :, None])
+        eye = torch.eye(k, dtype=torch.float64, device=x.device)
+        for rel_shift in (1e-7, 1e-5, 1e-3):
+            shift = rel_shift * torch.linalg.matrix_norm(y0).clamp_min(1e-30)[:, None, None]
+            y = y0 + shift * omega
+            core = omega.transpose(1, 2) @ y
+            chol, info = torch.linalg.cholesky_ex(0.5 * (core + core.transpose(1, 2)) + 1e-12 * eye)
+            if not bool(info.any()):
+                break
+        else:
+            raise ProbeError("linear probe preconditioner failed on a degenerate slab (constant or duplicate features); check the store with `layerprobe verify`")
         b = torch.linalg.solve_triangular(chol, y.transpose(1, 2), upper=False).transpose(1, 2)  # y C^-T
         sigma2, vecs = torch.linalg.eigh(b.transpose(1, 2) @ b)
         sigma = sigma2.clamp_min(1e-30).sqrt()
