@@ -76,6 +76,10 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     from layerprobe.fhs.report import build_report
     from layerprobe.probe import SweepConfig, run_sweep
 
+    from transformers.utils import logging as hf_logging
+
+    # Our own bars say what is happening; transformers' per-checkpoint bars only add noise here.
+    hf_logging.disable_progress_bar()
     out = cfg.out
     log(f"[1/5] synthetic ultrasound dataset: {cfg.n_per_class} images x {len(CLASS_NAMES)} classes -> {out / 'synthetic-ultrasound'}")
     data = make_dataset(out / "synthetic-ultrasound", n_per_class=cfg.n_per_class, size=cfg.image_size)

@@ -6,8 +6,7 @@ import importlib
 
 import click
 
-# module name -> command attribute names in it. A module that is missing (work in progress) is
-# skipped so the rest of the CLI still works.
+# module name -> command attribute names in it
 _COMMANDS: dict[str, tuple[str, ...]] = {
     "extract_cmd": ("extract",),
     "probe_cmd": ("probe",),
@@ -21,11 +20,6 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
 def all_commands() -> list[click.Command]:
     out: list[click.Command] = []
     for module_name, names in _COMMANDS.items():
-        try:
-            module = importlib.import_module(f"layerprobe.cli.{module_name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"layerprobe.cli.{module_name}":
-                raise
-            continue
+        module = importlib.import_module(f"layerprobe.cli.{module_name}")
         out.extend(getattr(module, name) for name in names)
     return out
