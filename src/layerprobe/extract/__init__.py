@@ -25,6 +25,11 @@ _EXPORTS = {
     "render_prompt": "prompt",
     "candidate_token_ids": "prompt",
     "encode_batch": "prompt",
+    "ExtractConfig": "config",
+    "run_extract": "runner",
+    "Manifest": "datasets",
+    "resolve_dataset": "datasets",
+    "get_recipe": "recipes",
 }
 """Public name -> module under ``layerprobe.extract`` that defines it."""
 

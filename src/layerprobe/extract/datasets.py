@@ -168,9 +168,9 @@ def iter_images(folder: Path) -> Iterator[Path]:
     """Image files under ``folder``, depth first (each folder sorted), skipping hidden files and archive metadata."""
     for dirpath, dirnames, filenames in os.walk(folder):
         # Pruning in place keeps os.walk out of metadata folders entirely.
-        dirnames[:] = sorted(d for d in dirnames if not _is_metadata(d))
+        dirnames[:] = sorted(d for d in dirnames if not is_metadata(d))
         for name in sorted(filenames):
-            if not _is_metadata(name) and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+            if not is_metadata(name) and Path(name).suffix.lower() in IMAGE_SUFFIXES:
                 yield Path(dirpath) / name
 
 
@@ -234,12 +234,12 @@ def from_table(path: str | Path, class_names: Sequence[str] | None = None, name:
     return Manifest.from_rows(name or path.stem, path.parent, rows, names)
 
 
-def _is_metadata(name: str) -> bool:
+def is_metadata(name: str) -> bool:
     return name.startswith(".") or name.lower() in METADATA_NAMES
 
 
 def _subfolders(folder: Path) -> list[Path]:
-    return sorted(d for d in folder.iterdir() if d.is_dir() and not _is_metadata(d.name))
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not is_metadata(d.name))
 
 
 def _read_table(path: Path) -> dict[str, list]:

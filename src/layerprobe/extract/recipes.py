@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from layerprobe.errors import ExtractError
-from layerprobe.extract.datasets import Manifest, Row, _is_metadata, iter_images
+from layerprobe.extract.datasets import Manifest, Row, is_metadata, iter_images
 
 @dataclass(frozen=True)
 class DatasetRecipe:
@@ -67,7 +67,7 @@ def _child_dirs(folder: Path, max_depth: int) -> Iterator[Path]:
         for d in level:
             yield d
             for child in sorted(d.iterdir()):
-                if child.is_dir() and not _is_metadata(child.name):
+                if child.is_dir() and not is_metadata(child.name):
                     nxt.append(child)
         level = nxt
 
