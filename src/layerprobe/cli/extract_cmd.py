@@ -69,7 +69,7 @@ def _parse_candidates(ctx: click.Context, param: click.Parameter, value: str | N
 @click.option("--device", default="auto", show_default=True, metavar="DEV", help="auto (CUDA if present), cpu, cuda or cuda:N. e.g. --device cuda:1")
 @click.option("--shard", callback=_parse_shard, metavar="K/N",
               help="Process only blocks k, k+n, k+2n, ... of the store; run n of these (any order, any machine) for one store. e.g. --shard 0/4")
-@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Keep only the first N samples in order (a smaller store). e.g. --limit 64")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Keep only the first N samples in order (a smaller store; another N needs another --out). e.g. --limit 64")
 @click.option("--skip-bad", is_flag=True, help="Record undecodable or missing images as skipped (shown by verify) instead of failing. e.g. --skip-bad")
 @click.option("--chunk-samples", type=click.IntRange(min=1), metavar="N",
               help="Samples per store chunk and commit block (default: the store's). e.g. --chunk-samples 256")

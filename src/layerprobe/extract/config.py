@@ -61,7 +61,8 @@ class ExtractConfig:
     shard: tuple[int, int] = (0, 1)
     """``(k, n)``: this process writes blocks ``k, k+n, k+2n, ...`` of the store."""
     limit: int | None = None
-    """Keep only the first ``limit`` samples in order (the store then holds exactly those)."""
+    """Keep only the first ``limit`` samples in order. The store then holds exactly those, so a
+    rerun with another limit is another dataset (refused on resume; use a new ``out``)."""
     skip_bad: bool = False
     """Record an undecodable or missing image as skipped instead of stopping the run."""
     chunk_samples: int | None = None
