@@ -195,3 +195,15 @@ def test_probe_never_imports_extract_or_transformers(store_path: Path, tmp_path:
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "BAD []" in result.stdout, result.stdout + result.stderr
+
+
+def test_diverged_probes_are_marked_failed_not_reported() -> None:
+    from layerprobe.probe.sweep import sweep_stores
+    from layerprobe.probe.synthetic import synthetic_store
+
+    store = synthetic_store(100, 16, {"vision/mean": 2}, n_classes=2)
+    frame = sweep_stores(SweepConfig(stores=("in-memory",), kinds=("mlp",), preset="fast", lrs=(1e30,), progress=False), [store])
+    mlp = frame.filter(pl.col("kind") == "mlp")
+    assert mlp.height == 2 and (mlp.get_column("status") == "failed").all()
+    assert mlp.get_column("error").str.starts_with("training diverged").all()
+    assert mlp.get_column("test_accuracy").is_null().all()
