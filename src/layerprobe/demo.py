@@ -112,7 +112,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
             kinds=("mlp", "linear"),
             seeds=cfg.seeds,
             preset=cfg.preset,
-            device="cuda" if cfg.device == "auto" and _cuda() else ("cpu" if cfg.device == "auto" else cfg.device),
+            device=cfg.device,
             progress=cfg.progress,
         )
     )
@@ -121,9 +121,3 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     report = build_report([results], out / "report", title="layerprobe demo: tiny random-weight models on synthetic ultrasound")
     profile_md = report.profile_md.read_text()
     return DemoResult(tuple(stores), results, report.folder, profile_md)
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from layerprobe.devices import parse_device
 from layerprobe.errors import ExtractError
 
 DTYPES = ("bfloat16", "float16", "float32")
@@ -79,12 +80,7 @@ def load_model(
 
     if dtype not in DTYPES:
         raise ExtractError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
-    try:
-        torch_device = torch.device(device)
-    except RuntimeError:
-        raise ExtractError(f"device {device!r} is not a torch device; use e.g. cpu, cuda or cuda:1") from None
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise ExtractError(f"device {device!r} asked for but CUDA is not available here; use --device cpu")
+    torch_device = parse_device(device, ExtractError)
     path = _local_folder(str(model), revision)
     weights = _weight_files(path, use_safetensors)
     model_hash = _hash_files(tuple(weights))

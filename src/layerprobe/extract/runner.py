@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from layerprobe.devices import parse_device
 from layerprobe.errors import ExtractError, LayerprobeError
 from layerprobe.extract.config import ExtractConfig
 from layerprobe.extract.datasets import Manifest, resolve_dataset
@@ -214,15 +215,6 @@ def _first_ctrl_c_stops_gracefully(on_request: Callable[[], None]) -> Iterator[_
         signal.signal(signal.SIGINT, previous)
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else unchanged."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _manifest(cfg: ExtractConfig) -> Manifest:
     manifest = cfg.dataset if isinstance(cfg.dataset, Manifest) else resolve_dataset(cfg.dataset)
     return manifest.head(cfg.limit) if cfg.limit is not None else manifest
@@ -324,7 +316,7 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
         )
     instruction = cfg.prompt or manifest.instruction or default_instruction(candidates)
     if loaded is None:
-        loaded = load_model(cfg.model, dtype=cfg.dtype, device=resolve_device(cfg.device), adapter=cfg.adapter,
+        loaded = load_model(cfg.model, dtype=cfg.dtype, device=str(parse_device(cfg.device, ExtractError)), adapter=cfg.adapter,
                             trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
     else:
         _check_loaded(loaded, cfg)

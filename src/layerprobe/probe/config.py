@@ -187,7 +187,7 @@ class SweepConfig:
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     """Train/val/test fractions of a stratified split made here."""
     device: str = "cpu"
-    """Torch device for training (``cpu``, ``cuda``, ``cuda:1``)."""
+    """Torch device for training (``auto`` = CUDA when present, ``cpu``, ``cuda``, ``cuda:1``)."""
     dtype: str = "auto"
     """Matmul dtype of MLP probes: ``auto`` = bfloat16 (fp32 master weights) where the device has
     native bf16 matmuls and the batch is large enough to be compute-bound, else float32."""

@@ -29,6 +29,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from layerprobe.devices import parse_device
 from layerprobe.errors import ProbeError
 from layerprobe.probe.config import ProbeSpec, SweepConfig, params_json
 from layerprobe.probe.engine import Stream, matmul_dtype, train_mlp_group
@@ -57,7 +58,7 @@ def sweep_stores(cfg: SweepConfig, stores: list[Any]) -> pl.DataFrame:
 
     if len(stores) != len(cfg.stores):
         raise ValueError("one open store per cfg.stores entry")
-    device = _device(cfg.device)
+    device = parse_device(cfg.device, ProbeError)
     plans = plan_stores(cfg, stores)
     table = TableBuilder()
     show = cfg.progress and sys.stderr.isatty()
@@ -89,16 +90,6 @@ def write_table(frame: pl.DataFrame, out: Path) -> None:
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     frame.write_parquet(tmp)
     os.replace(tmp, out)
-
-
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ProbeError(f"device {name!r} not understood; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ProbeError(f"device {name!r} is not available (no CUDA GPU visible to torch); use --device cpu")
-    return device
 
 
 def _identity(cfg: SweepConfig, plan: StorePlan, site: str, layer: int, layer_name: str, kind: str) -> dict[str, Any]:
