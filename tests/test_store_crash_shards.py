@@ -36,22 +36,22 @@ run = synthetic_run(%(n)d, %(sites)r)
 shard = (0, 1)
 if mode.startswith("stall:"):
     stall_block = int(mode.split(":")[1])
-    real_pwrite, real_block, state = chunkio.pwrite_all, StoreWriter._write_block, {"armed": False, "n": 0}
+    real_pwrite, real_block, state = chunkio.pwritev_all, StoreWriter._write_block, {"armed": False, "n": 0}
     def write_block(self, block):
         state["armed"] = block.index == stall_block
         return real_block(self, block)
-    def pwrite_all(fd, data, offset):
+    def pwritev_all(fd, pieces, offset):
         if state["armed"] and offset > 0:  # a site chunk inside its shard file
             state["n"] += 1
             if state["n"] == 3:
-                view = memoryview(data).cast("B")
-                real_pwrite(fd, view[: len(view) // 2], offset)
+                whole = b"".join(memoryview(p).cast("B") for p in pieces)
+                real_pwrite(fd, [whole[: len(whole) // 2]], offset)
                 tmp = marker.with_suffix(".tmp")  # the parent polls for the marker: create it whole
                 tmp.write_text(os.readlink(f"/proc/self/fd/{fd}") + "\n" + str(offset))
                 os.replace(tmp, marker)
                 time.sleep(600)
-        real_pwrite(fd, data, offset)
-    StoreWriter._write_block, chunkio.pwrite_all = write_block, pwrite_all
+        real_pwrite(fd, pieces, offset)
+    StoreWriter._write_block, chunkio.pwritev_all = write_block, pwritev_all
 elif mode.startswith("shard:"):
     k, n = mode.split(":")[1].split("/")
     shard = (int(k), int(n))

@@ -153,7 +153,7 @@ def test_resume_accepts_new_extra_and_library_versions(tmp_path, run):
 
 
 def _fail_in_block(monkeypatch, block_index: int, target: str, err: OSError) -> None:
-    """Make chunk writes (or the commit record's fsync) fail from block `block_index` on."""
+    """Make chunk writes (or putting the commit record in place) fail from block `block_index` on."""
     real_block = StoreWriter._write_block
     state = {"armed": False}
 
@@ -170,9 +170,9 @@ def _fail_in_block(monkeypatch, block_index: int, target: str, err: OSError) -> 
 
     monkeypatch.setattr(StoreWriter, "_write_block", write_block)
     if target == "chunk":
-        monkeypatch.setattr(chunkio, "pwrite_all", fail(chunkio.pwrite_all))
-    else:  # the commit record's temp file is written, then its fsync fails
-        monkeypatch.setattr(os, "fsync", fail(os.fsync))
+        monkeypatch.setattr(chunkio, "pwritev_all", fail(chunkio.pwritev_all))
+    else:  # the commit record's temp file is written, then renaming it into place fails (a full directory block)
+        monkeypatch.setattr(os, "replace", fail(os.replace))
 
 
 @pytest.mark.parametrize("target", ["chunk", "commit"])
@@ -208,7 +208,7 @@ def test_damage_is_found(tmp_path, run):
     report = verify(path, progress=False)
     assert not report.ok and report.n_blocks_committed == 2
     assert any("commits/32-48.json cannot be read" in p for p in report.problems)
-    assert any("sites/llm/image_mean/c/1/0/0 (block 1) does not match the CRC32C" in p for p in report.problems)
+    assert any("sites/llm/image_mean/c/1/0/0 (block 1) does not match the checksum" in p for p in report.problems)
     assert sorted(open_store(path).commits) == [0, 1]  # the damaged record makes block 2 pending again
     with open(shard, "r+b") as f:
         f.truncate(100)

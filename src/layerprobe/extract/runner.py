@@ -340,7 +340,8 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
         bar = tqdm(total=sum(e - s for s, e in batches), unit="img", desc=cfg.out.name, dynamic_ncols=True,
                    disable=not cfg.progress or not sys.stderr.isatty())
         with bar:
-            stopped = _stream(loader, capturer, writer.write, cfg, len(candidates), bar)
+            # No copy: every batch's activations are fresh tensors (one capture buffer set per batch).
+            stopped = _stream(loader, capturer, partial(writer.write, copy=False), cfg, len(candidates), bar)
     if stopped:
         raise KeyboardInterrupt
     return cfg.out

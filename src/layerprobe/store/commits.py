@@ -1,7 +1,7 @@
 """Commit records: the only thing that makes a block of samples valid.
 
 A block is committed by atomically creating ``commits/<start>-<stop>.json`` after every chunk of the
-block is written. The record holds the block range and a CRC32C of the stored bytes of each chunk
+block is written. The record holds the block range and a checksum (XXH3-64) of the stored bytes of each chunk
 it covers, so ``verify`` can prove that what is on disk is what was committed. Readers trust a block
 only when its record parses and matches the store's block grid; anything else is reported by
 ``verify`` and treated as not committed (a resumed writer simply writes that block again).
@@ -30,8 +30,8 @@ class CommitRecord:
     block: int
     start: int
     stop: int
-    crc32c: dict[str, tuple[int, ...]]
-    """array path -> CRC32C of each chunk of this block (one per layer for sites, else one)."""
+    checksums: dict[str, tuple[str, ...]]
+    """array path -> checksum of each chunk of this block (one per layer for sites, else one)."""
     written_at: str
 
 
@@ -56,17 +56,21 @@ def commit_path(root: Path, start: int, stop: int) -> Path:
 
 
 def write_commit(root: Path, record: CommitRecord, *, durable: bool) -> None:
-    """Atomically create the record (temp file, fsync, rename); ``durable`` also fsyncs the directory."""
+    """Atomically create the record (temp file, rename); ``durable`` also fsyncs the file and the directory.
+
+    Without ``durable`` the record, like the chunks, reaches the page cache only: enough to survive
+    the death of the process, which is the guarantee asked of the default mode.
+    """
     body = {
         "block": record.block,
         "start": record.start,
         "stop": record.stop,
-        "checksum": "crc32c",
-        "chunks": {k: list(v) for k, v in record.crc32c.items()},
+        "checksum": chunkio.CHECKSUM,
+        "chunks": {k: list(v) for k, v in record.checksums.items()},
         "written_at": record.written_at,
     }
     path = commit_path(root, record.start, record.stop)
-    chunkio.atomic_write(path, json.dumps(body, indent=1).encode(), fsync=True)
+    chunkio.atomic_write(path, json.dumps(body, indent=1).encode(), fsync=durable)
     if durable:
         chunkio.fsync_path(path.parent)
 
@@ -101,13 +105,13 @@ def read_commits(root: Path, plan: StorePlan) -> tuple[dict[int, CommitRecord], 
             continue
         try:
             body = json.loads((directory / name).read_bytes())
-            crcs = {str(k): tuple(int(c) for c in v) for k, v in body["chunks"].items()}
-            ok = (body["block"], body["start"], body["stop"]) == (block, start, stop) and body.get("checksum") == "crc32c"
+            sums = {str(k): tuple(str(c) for c in v) for k, v in body["chunks"].items()}
+            ok = (body["block"], body["start"], body["stop"]) == (block, start, stop) and body.get("checksum") == chunkio.CHECKSUM
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             problems.append(f"{where} cannot be read ({type(err).__name__}); the block counts as not committed")
             continue
-        if not ok or {k: len(v) for k, v in crcs.items()} != expected:
+        if not ok or {k: len(v) for k, v in sums.items()} != expected:
             problems.append(f"{where} does not list the chunks this block must have; the block counts as not committed")
             continue
-        records[block] = CommitRecord(block, start, stop, crcs, str(body.get("written_at", "")))
+        records[block] = CommitRecord(block, start, stop, sums, str(body.get("written_at", "")))
     return records, problems

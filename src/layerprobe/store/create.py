@@ -79,7 +79,8 @@ def _make_shards(root: Path, a: ArrayPlan) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            os.ftruncate(fd, a.shard_nbytes())  # the data region stays a hole (reads as the fill value 0)
+            os.ftruncate(fd, a.shard_nbytes())
+            chunkio.preallocate(fd, 0, data_nbytes)  # reserved, unwritten: reads as the fill value 0
             os.pwrite(fd, index, data_nbytes)
         finally:
             os.close(fd)

@@ -1,7 +1,7 @@
 """``verify``: is a store sound, how complete is it, and does it hold NaN/Inf?
 
 Checks, in order: the schema and every array's metadata (``open_store`` refuses a store that fails
-them), each shard's index, each commit record, then every committed chunk against the CRC32C its
+them), each shard's index, each commit record, then every committed chunk against the checksum its
 commit record holds. NaN/Inf are counted per (site, layer) over valid rows (committed, not skipped)
 and count as problems: a probe trained on them fails. An incomplete store is not a problem: its
 committed blocks are still exact (``complete`` says whether all blocks are in).
@@ -119,8 +119,8 @@ def _check_block(store: Store, block: int, counts: dict[tuple[str, int], list[in
             except (FileNotFoundError, StoreError):
                 problems.append(f"{where} of committed block [{start}, {stop}) is missing or truncated")
                 continue
-            if chunkio.crc32c(stored) != record.crc32c[a.path][layer]:
-                problems.append(f"{where} does not match the CRC32C in its commit record (changed or corrupted since it was written)")
+            if chunkio.checksum([stored]) != record.checksums[a.path][layer]:
+                problems.append(f"{where} does not match the checksum in its commit record (changed or corrupted since it was written)")
                 continue
             if a.path.startswith("sites/"):
                 rows = chunkio.decode_chunk(a, stored)[0, : stop - start][valid]

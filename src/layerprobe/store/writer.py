@@ -1,17 +1,19 @@
-"""Writing a store: buffered whole-chunk writes, one commit record per block, resume and shards.
+"""Writing a store: whole-chunk writes, one commit record per block, resume and shards.
 
-``StoreWriter.write`` takes batches of contiguous samples in any size and copies them into block
-buffers (one block = ``chunk_samples`` samples = one chunk of every array). When a block's rows are
-all filled, its chunks are written (each a whole chunk, at a fixed place) and then the block is
-committed by atomically creating its commit record. Hence:
+``StoreWriter.write`` takes batches of contiguous samples in any size. One block =
+``chunk_samples`` samples = one chunk of every array. The writer collects the pieces of a block's
+chunks (by default copies in a reused block buffer; with ``copy=False`` the caller's own arrays,
+which the extractor hands over fresh for every batch) and, once the block's rows are all there,
+writes each chunk whole with one gathered ``pwritev`` at its fixed place and then commits the
+block by atomically creating its commit record. Hence:
 - ``kill -9`` at any moment loses at most the blocks not yet committed; their bytes may be on disk,
   half written, but without a record no reader uses them and a resumed writer rewrites them.
 - Processes writing disjoint blocks (``pending_blocks(shard=(k, n))``) touch disjoint byte ranges:
   the bytes do not depend on how the blocks were split (tests/test_store_crash_shards.py).
-- A complete block is written by one background flush thread while the caller fills the next
-  block (copying batches and writing files overlap; at most one block is in flight, so memory stays
-  at about two blocks). Commits therefore happen in order, shortly after ``write`` returns; ``close``
-  waits for the last one.
+- A complete block is written by two background flush threads (checksum and ``pwritev`` both
+  release the GIL) while the caller goes on with the next block. At most one block is in flight,
+  so memory stays at about two blocks and commits happen in order, shortly after ``write``
+  returns; ``close`` waits for the last one.
 - A failed write (e.g. a full disk) raises one ``StoreError`` from the next ``write`` or from
   ``close``; the block is not committed and the writer refuses further writes, so nothing half-done
   is ever committed. Reopen to resume.
@@ -27,7 +29,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -51,12 +53,18 @@ _COMMIT_NAME = re.compile(r"^\d+-\d+\.json$")
 
 @dataclass
 class _Block:
-    """Buffers of one block being filled: array path -> whole chunk(s) of that array."""
+    """One block being filled.
+
+    ``pieces[site path]`` lists ``(first row in the block, uint16 array (layers, rows, hidden))``;
+    ``buffers`` are the reusable whole-block arrays: one per small per-sample array (answer logits,
+    digests, skip flags) and, when writes copy, one per site (the pieces are then views of it).
+    """
 
     index: int
     start: int
     stop: int
-    data: dict[str, np.ndarray]
+    pieces: dict[str, list[tuple[int, np.ndarray]]]
+    buffers: dict[str, np.ndarray]
     filled: np.ndarray
 
 
@@ -158,11 +166,16 @@ class StoreWriter:
         answer_logits: Any,
         sha256: Sequence[str],
         skipped: Any,
+        *,
+        copy: bool = True,
     ) -> None:
         """Buffer samples ``[start, start + B)``; every block they complete is written and committed.
 
         ``acts[site]`` is ``(n_layers, B, hidden)`` bf16 (tensor or uint16 bits), ``answer_logits``
         ``(B, n_candidates)`` float32, ``sha256`` B hex digests, ``skipped`` ``(B,)`` bool.
+        ``copy=False`` skips copying the activations: the writer keeps references to them and
+        writes them straight to the files when their block is complete, so the caller must not
+        change them in place afterwards (give each batch fresh arrays, as the extractor does).
         """
         if self._closed:
             raise StoreError(f"the writer of {self.path} is closed; open a new StoreWriter to write more")
@@ -184,15 +197,19 @@ class StoreWriter:
                 if self._open[b].filled[lo:hi].any():
                     raise StoreError(f"samples [{start}, {stop}) of {self.path} overlap samples already written in this run; write each sample once")
         for b in blocks:
-            block = self._open.get(b) or self._new_block(b)
+            block = self._open.get(b) or self._new_block(b, copy)
             lo, hi = max(start, block.start), min(stop, block.stop)
+            rows, src_rows = slice(lo - block.start, hi - block.start), slice(lo - start, hi - start)
             for a in self.plan.per_block_arrays():
-                dst, src = block.data[a.path], batch[a.path]
-                if a.sample_axis == 1:
-                    dst[:, lo - block.start:hi - block.start] = src[:, lo - start:hi - start]
+                src = batch[a.path]
+                if a.sample_axis == 0:
+                    block.buffers[a.path][rows] = src[src_rows]
+                elif a.path in block.buffers:  # copying: the block buffer holds the rows
+                    block.buffers[a.path][:, rows] = src[:, src_rows]
+                    block.pieces[a.path].append((rows.start, block.buffers[a.path][:, rows]))
                 else:
-                    dst[lo - block.start:hi - block.start] = src[lo - start:hi - start]
-            block.filled[lo - block.start:hi - block.start] = True
+                    block.pieces[a.path].append((rows.start, src[:, src_rows].copy() if copy else src[:, src_rows]))
+            block.filled[rows] = True
             if block.filled.all():
                 self._flush(block)
 
@@ -262,17 +279,21 @@ class StoreWriter:
             want = (a.shape[0], n, a.shape[2])
             if bits.shape != want:
                 raise StoreError(f"{where}: acts[{name!r}] has shape {tuple(bits.shape)}, expected (layers, batch, hidden) = {want}")
-            batch[a.path] = bits
+            batch[a.path] = np.ascontiguousarray(bits)  # each layer's rows must be one buffer for pwritev
         return batch, start, n
 
-    def _new_block(self, b: int) -> _Block:
+    def _new_block(self, b: int, copy: bool) -> _Block:
         start, stop = self.plan.block_range(b)
-        data = self._spare.pop() if self._spare else {
-            a.path: np.empty(a.chunk_shape if a.sample_axis == 0 else (a.shape[0],) + a.chunk_shape[1:],
-                             dtype=object if a.dtype == "str" else a.dtype)
-            for a in self.plan.per_block_arrays()
-        }
-        block = _Block(b, start, stop, data, np.zeros(stop - start, dtype=bool))
+        spare = self._spare.pop() if self._spare else {}
+        buffers = {}
+        for a in self.plan.per_block_arrays():
+            if a.sample_axis == 0 or copy:
+                shape = a.chunk_shape if a.sample_axis == 0 else (a.shape[0],) + a.chunk_shape[1:]
+                buffers[a.path] = spare.get(a.path)
+                if buffers[a.path] is None:
+                    buffers[a.path] = np.empty(shape, dtype=object if a.dtype == "str" else a.dtype)
+        pieces: dict[str, list[tuple[int, np.ndarray]]] = {a.path: [] for a in self.plan.per_block_arrays() if a.sample_axis == 1}
+        block = _Block(b, start, stop, pieces, buffers, np.zeros(stop - start, dtype=bool))
         self._open[b] = block
         return block
 
@@ -294,32 +315,32 @@ class StoreWriter:
             self._failed = str(err)
             raise
         finally:
-            self._spare.append(block.data)
+            block.pieces.clear()  # let go of the caller's arrays
+            self._spare.append(block.buffers)
         self._committed.add(block.index)
         self._write_parquet_if_complete()
 
     def _write_block(self, block: _Block) -> None:
-        """Runs on a flush thread: every chunk of the block (split over two threads), then its commit."""
+        """Runs on a flush thread: every chunk of the block (split between the two flush threads), then its commit.
+
+        Each thread hashes a chunk's pieces and then writes them with one ``pwritev``; both calls
+        release the GIL, so the threads run on two cores.
+        """
         try:
-            n_rows = block.stop - block.start
-            jobs = []
-            for a in self.plan.per_block_arrays():
-                data = block.data[a.path]
-                if a.sample_axis == 1:
-                    data[:, n_rows:] = a.fill  # the edge chunk is padded with the fill value, as Zarr does
-                else:
-                    data[n_rows:] = a.fill
-                jobs += [(a, layer) for layer in range(a.n_layers)]
-                if a.sharded:  # open the shard files here, not racing in the two threads below
-                    for layer in range(a.n_layers):
-                        self._shard_fd(self.path / a.chunk_key(layer, block.index))
+            self._complete_pieces(block)
+            jobs = [(a, layer) for a in self.plan.per_block_arrays() for layer in range(a.n_layers)]
+            for a, layer in jobs:  # open the shard files here, not racing in the two threads below
+                if a.sharded:
+                    self._shard_fd(self.path / a.chunk_key(layer, block.index))
             assert self._flusher is not None
-            helped = [self._flusher.submit(self._write_chunk, block, a, layer) for a, layer in jobs[1::2]]
-            mine = [self._write_chunk(block, a, layer) for a, layer in jobs[0::2]]
-            theirs = [f.result() for f in helped]
-            crc_of = {(a.path, layer): crc for (a, layer), crc in zip(jobs[0::2] + jobs[1::2], mine + theirs)}
-            crcs = {a.path: tuple(crc_of[a.path, layer] for layer in range(a.n_layers)) for a in self.plan.per_block_arrays()}
-            record = CommitRecord(block.index, block.start, block.stop, crcs, now())
+            helper = self._flusher.submit(self._write_chunks, block, jobs[1::2])
+            try:
+                sum_of = self._write_chunks(block, jobs[0::2])
+            finally:
+                wait([helper])  # even after an error: the helper still reads the block's pieces
+            sum_of.update(helper.result())
+            sums = {a.path: tuple(sum_of[a.path, layer] for layer in range(a.n_layers)) for a in self.plan.per_block_arrays()}
+            record = CommitRecord(block.index, block.start, block.stop, sums, now())
             write_commit(self.path, record, durable=self.durable)
         except OSError as err:
             raise StoreError(
@@ -327,23 +348,45 @@ class StoreWriter:
                 f" ({err.filename or 'no file'}); free space or fix the path, then rerun to resume (committed blocks are intact)"
             ) from err
 
-    def _write_chunk(self, block: _Block, a: ArrayPlan, layer: int) -> int:
-        """Write one whole chunk; return the CRC32C of its stored bytes."""
-        data = block.data[a.path]
-        chunk = data[layer:layer + 1] if a.sample_axis == 1 else data
+    def _complete_pieces(self, block: _Block) -> None:
+        """Order each site's pieces by row and pad the edge block with the fill value, as Zarr does."""
+        n_rows = block.stop - block.start
+        for a in self.plan.per_block_arrays():
+            if a.sample_axis == 0:
+                block.buffers[a.path][n_rows:] = a.fill
+                continue
+            block.pieces[a.path].sort(key=lambda piece: piece[0])
+            if n_rows < a.chunk_shape[1]:  # one row block of fill values, the same for every layer
+                pad = np.full((a.chunk_shape[1] - n_rows, a.chunk_shape[2]), a.fill, dtype=a.dtype)
+                block.pieces[a.path].append((n_rows, np.broadcast_to(pad, (a.shape[0],) + pad.shape)))
+
+    def _write_chunks(self, block: _Block, jobs: list[tuple[ArrayPlan, int]]) -> dict[tuple[str, int], str]:
+        """Write these chunks of the block; return their checksums by (array path, layer)."""
+        return {(a.path, layer): self._write_raw(block, a, layer) if a.sharded else self._write_encoded(block, a, layer)
+                for a, layer in jobs}
+
+    def _write_raw(self, block: _Block, a: ArrayPlan, layer: int) -> str:
+        """Hash one raw chunk and write it into its shard straight from its pieces (no assembling copy)."""
+        pieces = [rows[layer] for _, rows in block.pieces[a.path]]
+        digest = chunkio.checksum(pieces)  # first: it also brings the pieces into cache for the write
+        fd = self._shard_fd(self.path / a.chunk_key(layer, block.index))
+        chunkio.pwritev_all(fd, pieces, a.chunk_offset(block.index))
+        if self.durable:
+            os.fsync(fd)
+        return digest
+
+    def _write_encoded(self, block: _Block, a: ArrayPlan, layer: int) -> str:
+        """Encode and write one chunk as its own file; return the checksum of its stored bytes."""
         path = self.path / a.chunk_key(layer, block.index)
-        if a.sharded:
-            fd = self._shard_fd(path)
-            chunkio.pwrite_all(fd, chunk, a.chunk_offset(block.index))
-            if self.durable:
-                os.fsync(fd)
-            stored = chunk
+        if a.sample_axis == 1:
+            chunk = np.concatenate([rows[layer:layer + 1] for _, rows in block.pieces[a.path]], axis=1)
         else:
-            stored = chunkio.encode_chunk(a, chunk)
-            chunkio.write_chunk_bytes(path, stored)
-            if self.durable:
-                chunkio.fsync_path(path)
-        return chunkio.crc32c(stored)
+            chunk = block.buffers[a.path]
+        stored = chunkio.encode_chunk(a, chunk)
+        chunkio.write_chunk_bytes(path, stored)
+        if self.durable:
+            chunkio.fsync_path(path)
+        return chunkio.checksum([stored])
 
     def _shard_fd(self, path: Path) -> int:
         fd = self._shard_fds.get(path)
@@ -361,17 +404,17 @@ class StoreWriter:
                 return
         store = open_store(self.path)
         if store.complete:
-            write_samples_parquet(store)
+            write_samples_parquet(store, fsync=self.durable)
 
 
-def write_samples_parquet(store: Store) -> Path:
+def write_samples_parquet(store: Store, *, fsync: bool = True) -> Path:
     """Write ``samples.parquet`` (a convenience copy of the per-sample columns), atomically."""
     import io
 
     target = store.path / SAMPLES_PARQUET
     buf = io.BytesIO()
     store.samples_frame().write_parquet(buf)
-    chunkio.atomic_write(target, buf.getvalue())
+    chunkio.atomic_write(target, buf.getvalue(), fsync=fsync)
     return target
 
 
