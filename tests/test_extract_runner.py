@@ -174,6 +174,26 @@ def test_rerun_with_a_different_run_is_refused(llava, images, reference, tiny_ch
     assert verify(reference).ok
 
 
+def test_a_rerun_of_another_run_is_refused_before_loading_the_model(llava, images, reference, tiny_checkpoint, tmp_path, monkeypatch) -> None:
+    import layerprobe.extract.loading as loading
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the run was refused")
+
+    monkeypatch.setattr(loading, "load_model", no_loading)
+    changes = {
+        "model_id": {"model": str(tiny_checkpoint("llava", seed=1))},
+        "adapter": {"adapter": str(tmp_path / "some-lora")},
+        "manifest_sha256": {"dataset": str(make_images(tmp_path / "pets", n_per_class=4))},
+        "candidates": {"candidates": ("kitty", "doggy")},
+        "compute_dtype": {"dtype": "float32"},
+    }
+    for field, change in changes.items():
+        with pytest.raises(LayerprobeError) as info:
+            run_extract(replace(config(llava, images, reference), **change))
+        assert f"different {field} (" in str(info.value), (field, str(info.value))
+
+
 def _table_with_bad_images(images: Path, tmp_path: Path) -> Path:
     """Rows: good, good, corrupt, missing (one all-bad batch of 2), then good ones."""
     good = sorted(images.rglob("*.png"))

@@ -290,6 +290,30 @@ def _check_loaded(loaded: LoadedModel, cfg: ExtractConfig) -> None:
             raise ExtractError(f"the loaded model has {name}={getattr(loaded, name)!r} but the config asks for {value!r}; load the model the config names")
 
 
+def _refuse_other_run(cfg: ExtractConfig, manifest: Manifest, candidates: Sequence[str]) -> None:
+    """Refuse a rerun into a store made for another run before the model is loaded (minutes, for a real one).
+
+    Only what is known without the model is compared here; ``StoreWriter.open`` checks every field
+    (model hash, prompt template, token ids, sites) once the model is loaded.
+    """
+    if not (cfg.out / "zarr.json").exists():
+        return
+    from layerprobe.store import open_store
+    from layerprobe.store.schema import describe_difference
+
+    stored = open_store(cfg.out).meta
+    now = {"model_id": str(cfg.model), "adapter": None if cfg.adapter is None else str(cfg.adapter),
+           "dataset_name": manifest.name, "manifest_sha256": manifest.sha256, "candidates": tuple(candidates),
+           "class_names": tuple(manifest.class_names), "compute_dtype": cfg.dtype}
+    for field, value in now.items():
+        old = getattr(stored, field)
+        if (tuple(old) if isinstance(old, (list, tuple)) else old) != value:
+            raise ExtractError(
+                f"{cfg.out} was created with a different {field} ({describe_difference(old, value)});"
+                " rerun with the original settings or choose a new output path"
+            )
+
+
 def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Path:
     """Run (or resume) the extraction described by ``cfg``; return the store path.
 
@@ -315,6 +339,7 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
             "give one candidate answer per class, in class order"
         )
     instruction = cfg.prompt or manifest.instruction or default_instruction(candidates)
+    _refuse_other_run(cfg, manifest, candidates)
     if loaded is None:
         loaded = load_model(cfg.model, dtype=cfg.dtype, device=str(parse_device(cfg.device, ExtractError)), adapter=cfg.adapter,
                             trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
