@@ -225,3 +225,18 @@ def test_bad_metadata_arguments(run):
     bad = SampleInfo(run.samples.ids, np.full(N, 7), run.samples.splits)
     _one_line_error(lambda: StoreWriter.open("/nonexistent/never", run.meta, run.sites, bad), "labels range over [7, 7]")
     _one_line_error(lambda: StoreWriter.open("/nonexistent/never", run.meta, run.sites, run.samples, 0), "chunk_samples=0")
+
+
+def test_a_damaged_commit_record_is_rewritten_on_resume(tmp_path, run):
+    path = write_synthetic_store(tmp_path / "run.zarr", run, chunk_samples=CS)
+    (path / "commits" / "16-32.json").write_text("{not json")
+    (path / "commits" / "016-032.json").write_text("{}")  # not a name the writer makes: reported, never trusted
+    with StoreWriter.open(path, run.meta, run.sites, run.samples) as w:
+        assert w.pending_blocks() == [(16, 32)]
+        b = synthetic_batch(run, 16, 32)
+        w.write(b.start, b.acts, b.answer_logits, b.sha256, b.skipped)
+    store = open_store(path)
+    assert store.complete and any("016-032.json" in p for p in store.commit_problems)
+    (path / "commits" / "016-032.json").unlink()
+    assert verify(path, progress=False).ok
+

@@ -87,7 +87,6 @@ def read_commits(root: Path, plan: StorePlan) -> tuple[dict[int, CommitRecord], 
     """Valid records by block, and one line per record that is not valid."""
     records: dict[int, CommitRecord] = {}
     problems: list[str] = []
-    expected = expected_chunk_counts(plan)
     directory = root / COMMITS_DIR
     try:
         names = sorted(p.name for p in directory.iterdir())
@@ -98,20 +97,36 @@ def read_commits(root: Path, plan: StorePlan) -> tuple[dict[int, CommitRecord], 
         if not match:
             continue  # temporary files of an interrupted commit, editor backups, ...
         start, stop = int(match.group(1)), int(match.group(2))
-        where = f"commit record {COMMITS_DIR}/{name}"
-        block = start // plan.chunk_samples
-        if start % plan.chunk_samples or block >= plan.n_blocks or plan.block_range(block) != (start, stop):
-            problems.append(f"{where} does not match the store's blocks of {plan.chunk_samples} samples")
+        if name != commit_path(root, start, stop).name:  # e.g. leading zeros: not a name the writer makes
+            problems.append(f"commit record {COMMITS_DIR}/{name} does not match the store's blocks of {plan.chunk_samples} samples")
             continue
-        try:
-            body = json.loads((directory / name).read_bytes())
-            sums = {str(k): tuple(str(c) for c in v) for k, v in body["chunks"].items()}
-            ok = (body["block"], body["start"], body["stop"]) == (block, start, stop) and body.get("checksum") == chunkio.CHECKSUM
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-            problems.append(f"{where} cannot be read ({type(err).__name__}); the block counts as not committed")
-            continue
-        if not ok or {k: len(v) for k, v in sums.items()} != expected:
-            problems.append(f"{where} does not list the chunks this block must have; the block counts as not committed")
-            continue
-        records[block] = CommitRecord(block, start, stop, sums, str(body.get("written_at", "")))
+        record, problem = _read_record(root, plan, start, stop)
+        if record is not None:
+            records[record.block] = record
+        elif problem:
+            problems.append(problem)
     return records, problems
+
+
+def read_commit(root: Path, plan: StorePlan, block: int) -> CommitRecord | None:
+    """The valid record of one block, or None (missing or damaged: the block is not committed)."""
+    return _read_record(root, plan, *plan.block_range(block))[0]
+
+
+def _read_record(root: Path, plan: StorePlan, start: int, stop: int) -> tuple[CommitRecord | None, str | None]:
+    """The record ``commits/<start>-<stop>.json`` if valid, else None and why (None when it is absent)."""
+    where = f"commit record {COMMITS_DIR}/{start}-{stop}.json"
+    block = start // plan.chunk_samples
+    if start % plan.chunk_samples or block >= plan.n_blocks or plan.block_range(block) != (start, stop):
+        return None, f"{where} does not match the store's blocks of {plan.chunk_samples} samples"
+    try:
+        body = json.loads(commit_path(root, start, stop).read_bytes())
+        sums = {str(k): tuple(str(c) for c in v) for k, v in body["chunks"].items()}
+        ok = (body["block"], body["start"], body["stop"]) == (block, start, stop) and body.get("checksum") == chunkio.CHECKSUM
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        return None, f"{where} cannot be read ({type(err).__name__}); the block counts as not committed"
+    if not ok or {k: len(v) for k, v in sums.items()} != expected_chunk_counts(plan):
+        return None, f"{where} does not list the chunks this block must have; the block counts as not committed"
+    return CommitRecord(block, start, stop, sums, str(body.get("written_at", ""))), None

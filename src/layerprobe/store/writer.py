@@ -39,7 +39,7 @@ import numpy as np
 
 from layerprobe.errors import StoreError
 from layerprobe.store import bf16, chunkio
-from layerprobe.store.commits import COMMITS_DIR, CommitRecord, commit_path, now, read_commits, write_commit
+from layerprobe.store.commits import COMMITS_DIR, CommitRecord, now, read_commit, read_commits, write_commit
 from layerprobe.store.create import create_store
 from layerprobe.store.layout import CODECS, ArrayPlan, StorePlan, default_chunk_samples, plan_store
 from layerprobe.store.reader import SAMPLES_PARQUET, Store, open_store
@@ -187,7 +187,8 @@ class StoreWriter:
         for b in blocks:
             b_start, b_stop = self.plan.block_range(b)
             flushing = self._inflight is not None and self._inflight[0].index == b
-            if b in self._committed or flushing or (b not in self._open and commit_path(self.path, b_start, b_stop).exists()):
+            # A valid record on disk: another shard process committed the block since we opened.
+            if b in self._committed or flushing or (b not in self._open and read_commit(self.path, self.plan, b) is not None):
                 raise StoreError(
                     f"samples [{start}, {stop}) of {self.path} include block [{b_start}, {b_stop}), which is already committed;"
                     " write only pending_blocks()"
