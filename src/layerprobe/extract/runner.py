@@ -299,19 +299,13 @@ def _refuse_other_run(cfg: ExtractConfig, manifest: Manifest, candidates: Sequen
     if not (cfg.out / "zarr.json").exists():
         return
     from layerprobe.store import open_store
-    from layerprobe.store.schema import describe_difference
+    from layerprobe.store.writer import check_same_run
 
-    stored = open_store(cfg.out).meta
-    now = {"model_id": str(cfg.model), "adapter": None if cfg.adapter is None else str(cfg.adapter),
-           "dataset_name": manifest.name, "manifest_sha256": manifest.sha256, "candidates": tuple(candidates),
-           "class_names": tuple(manifest.class_names), "compute_dtype": cfg.dtype}
-    for field, value in now.items():
-        old = getattr(stored, field)
-        if (tuple(old) if isinstance(old, (list, tuple)) else old) != value:
-            raise ExtractError(
-                f"{cfg.out} was created with a different {field} ({describe_difference(old, value)});"
-                " rerun with the original settings or choose a new output path"
-            )
+    check_same_run(open_store(cfg.out), {
+        "model_id": str(cfg.model), "adapter": None if cfg.adapter is None else str(cfg.adapter),
+        "dataset_name": manifest.name, "manifest_sha256": manifest.sha256, "candidates": list(candidates),
+        "class_names": list(manifest.class_names), "compute_dtype": cfg.dtype,
+    })
 
 
 def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Path:

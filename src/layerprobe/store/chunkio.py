@@ -29,8 +29,8 @@ import errno
 import mmap
 import os
 import secrets
-from functools import lru_cache
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 

@@ -452,7 +452,23 @@ def _check_resume(store: Store, meta: RunMeta, sites: tuple[SiteSpec, ...], samp
                 field, stored_value, new_value = f"samples.{name}[{first}]", ours[first], theirs[first]
                 break
     if field is not None:
-        raise StoreError(
-            f"{store.path} was created with a different {field} ({describe_difference(stored_value, new_value)});"
-            " rerun with the original settings or choose a new output path"
-        )
+        raise _other_run(store, field, stored_value, new_value)
+
+
+def check_same_run(store: Store, fields: Mapping[str, Any]) -> None:
+    """Refuse to resume ``store`` when one of these resume fields differs (names as in ``header_to_attrs``).
+
+    Only the given fields are compared: the extractor checks what it knows before it loads a model;
+    ``StoreWriter.open`` checks them all.
+    """
+    stored = header_to_attrs(store.header)
+    field = first_difference({name: stored.get(name) for name in fields}, dict(fields))
+    if field is not None:
+        raise _other_run(store, field, stored.get(field), fields[field])
+
+
+def _other_run(store: Store, field: str, stored_value: Any, new_value: Any) -> StoreError:
+    return StoreError(
+        f"{store.path} was created with a different {field} ({describe_difference(stored_value, new_value)});"
+        " rerun with the original settings or choose a new output path"
+    )
