@@ -19,8 +19,9 @@ store is faster.
 The write ratio is for ``write(..., copy=False)``, the call the extractor makes (it hands over
 fresh arrays per batch, so the writer gathers the chunk pieces straight from them). The default
 ``copy=True`` (safe for callers that reuse their arrays) adds one copy of every byte and is
-reported beside it. The store also checksums every byte (CRC32C) where np.save does not; the two
-flush threads overlap that with the writes, so the ratio depends on a second core being free.
+reported beside it. The store also checksums every byte (XXH3-64, for its commit records) where
+np.save does not, and the write that completes a block splits that block's chunks between the
+calling thread and one helper thread, so the ratio depends on a second core being free.
 """
 
 from __future__ import annotations

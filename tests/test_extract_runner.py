@@ -227,13 +227,13 @@ def test_writer_error_stops_the_run_without_a_wrong_commit(llava, images, refere
     from layerprobe.store import StoreWriter, chunkio
 
     out = tmp_path / "diskfull.zarr"
-    real_write_chunk, real_write = chunkio.write_chunk_bytes, StoreWriter.write
+    real_pwritev, real_write = chunkio.pwritev_all, StoreWriter.write
     calls: list[tuple[int, bool]] = []  # (start, raised) of every StoreWriter.write the runner made
 
-    def disk_full_after_first_commit(path, *args, **kw):
+    def disk_full_after_first_commit(fd, pieces, offset):
         if list((out / "commits").glob("*.json")):
-            raise OSError(28, "No space left on device", str(path))
-        return real_write_chunk(path, *args, **kw)
+            raise OSError(28, "No space left on device")
+        return real_pwritev(fd, pieces, offset)
 
     def spy_write(self, start, *args, **kw):
         try:
@@ -243,14 +243,14 @@ def test_writer_error_stops_the_run_without_a_wrong_commit(llava, images, refere
             raise
         calls.append((start, False))
 
-    monkeypatch.setattr(chunkio, "write_chunk_bytes", disk_full_after_first_commit)
+    monkeypatch.setattr(chunkio, "pwritev_all", disk_full_after_first_commit)
     monkeypatch.setattr(StoreWriter, "write", spy_write)
     with pytest.raises(StoreError, match="No space left on device") as info:
         run_extract(config(llava, images, out))
     monkeypatch.undo()
     assert "\n" not in str(info.value)
     failed = [i for i, (_, raised) in enumerate(calls) if raised]
-    assert failed in ([], [len(calls) - 1])  # nothing written after a failed write (it may also surface at close)
+    assert failed == [len(calls) - 1]  # the write that completed the block raised, and nothing was written after it
     assert open_store(out).committed.tolist() == [True] * 4 + [False] * 6
     run_extract(config(llava, images, out))
     assert_same_store(out, reference)

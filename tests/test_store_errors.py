@@ -13,7 +13,7 @@ import torch
 import zarr
 
 from layerprobe.errors import StoreError
-from layerprobe.store import SampleInfo, SiteSpec, StoreWriter, chunkio, open_store, verify
+from layerprobe.store import SCHEMA_VERSION, SampleInfo, SiteSpec, StoreWriter, chunkio, open_store, verify
 from layerprobe.store.synthetic import synthetic_batch, synthetic_run, write_synthetic_store
 
 N, CS = 48, 16  # 3 blocks
@@ -72,10 +72,13 @@ def test_writer_refuses_a_directory_that_is_not_a_store(tmp_path, run):
 def test_unknown_schema_version(tmp_path, run):
     path = write_synthetic_store(tmp_path / "run.zarr", run, chunk_samples=CS)
     doc = json.loads((path / "zarr.json").read_text())
-    doc["attributes"]["layerprobe"]["schema_version"] = 2
+    doc["attributes"]["layerprobe"]["schema_version"] = SCHEMA_VERSION + 1
     (path / "zarr.json").write_text(json.dumps(doc))
-    _one_line_error(lambda: open_store(path), "schema version 2", "upgrade layerprobe")
-    _one_line_error(lambda: StoreWriter.open(path, run.meta, run.sites, run.samples), "schema version 2")
+    _one_line_error(lambda: open_store(path), f"schema version {SCHEMA_VERSION + 1}", "upgrade layerprobe")
+    _one_line_error(lambda: StoreWriter.open(path, run.meta, run.sites, run.samples), f"schema version {SCHEMA_VERSION + 1}")
+    doc["attributes"]["layerprobe"]["schema_version"] = SCHEMA_VERSION - 1
+    (path / "zarr.json").write_text(json.dumps(doc))
+    _one_line_error(lambda: open_store(path), "older layerprobe", "extract it again")
     doc["attributes"]["layerprobe"]["schema_version"] = "one"
     (path / "zarr.json").write_text(json.dumps(doc))
     _one_line_error(lambda: open_store(path), "schema version 'one'")

@@ -76,7 +76,7 @@ def test_batch_size_does_not_change_bytes(tmp_path, run, store_path):
     a, b = open_store(store_path), open_store(other)
     for spec in run.sites:
         np.testing.assert_array_equal(a.read_bits(spec.name), b.read_bits(spec.name))
-    for rel in ("sites/llm/final_token/c/3/0/0", "answer_logits/c/1/0", "samples/sha256/c/3"):
+    for rel in ("sites/llm/final_token/c/3/0/0", "answer_logits/c/0/0", "samples/sha256/c/0/0", "samples/skipped/c/0"):
         assert (store_path / rel).read_bytes() == (other / rel).read_bytes()
 
 
@@ -123,6 +123,28 @@ def test_masks_skipped_and_partial_store(tmp_path, run):
         assert w.pending_blocks() == [(0, 16), (32, 48)]
         assert w.pending_blocks(shard=(0, 2)) == [(0, 16), (32, 48)] and w.pending_blocks(shard=(1, 2)) == []
         assert w.pending_blocks(shard=(2, 3)) == [(32, 48)]
+
+
+def test_samples_parquet_of_a_resumed_store_equals_the_store(tmp_path, run):
+    """The writer that commits the last block writes samples.parquet from its own state, rows
+    committed before it opened included; that must equal what the store holds, unknown digests too."""
+    path = tmp_path / "resumed.zarr"
+
+    def write(ranges):
+        with StoreWriter.open(path, run.meta, run.sites, run.samples, CS) as w:
+            for start, stop in ranges:
+                b = synthetic_batch(run, start, stop)
+                unknown = np.arange(start, stop) % 5 == 0  # e.g. unreadable images: no digest, skipped
+                sha = ["" if u else h for u, h in zip(unknown, b.sha256)]
+                w.write(start, b.acts, b.answer_logits, sha, unknown)
+
+    write([(16, 32)])
+    assert not (path / "samples.parquet").exists()
+    write([(0, 16), (32, 48), (48, N)])
+    store = open_store(path)
+    assert store.complete and store.sha256[0] == "" and store.sha256[1] == synthetic_batch(run, 1, 2).sha256[0]
+    assert pl.read_parquet(path / "samples.parquet").equals(store.samples_frame())
+    assert store.samples_frame()["sha256"].to_list().count("") == len(range(0, N, 5))
 
 
 def test_samples_parquet_when_complete(store_path, run, expected):

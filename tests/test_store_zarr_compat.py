@@ -109,6 +109,6 @@ def test_xarray_open_zarr(store_path, run):
     assert np.isfinite(as_float).all() and as_float.std() > 0
     samples = xr.open_zarr(store_path, group="samples", consolidated=False)
     assert list(samples["id"].values[:2]) == ["img/000000.png", "img/000001.png"]
-    assert samples["sha256"].values[0] == expected.sha256[0]
+    assert bytes(samples["sha256"].values[0]).hex() == expected.sha256[0]  # raw digest bytes
     root = xr.open_zarr(store_path, consolidated=False)
     np.testing.assert_array_equal(root["answer_logits"].values, expected.answer_logits)

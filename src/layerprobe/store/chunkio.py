@@ -111,8 +111,15 @@ def shard_index(plan: ArrayPlan) -> bytes:
     return raw + np.uint32(crc32c(raw)).astype("<u4").tobytes()
 
 
-def write_chunk_bytes(path: Path, data: Any) -> None:
-    """Write one chunk as a whole file (created or replaced)."""
+def write_chunk_bytes(path: Path, data: Any, offset: int | None = None) -> None:
+    """Write one chunk: as a whole file (created or replaced), or at ``offset`` of an existing shard file."""
+    if offset is not None:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            pwritev_all(fd, [data], offset)
+        finally:
+            os.close(fd)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
@@ -131,14 +138,21 @@ def pwritev_all(fd: int, pieces: Sequence[Any], offset: int) -> None:
     a crash mid-chunk).
     """
     views = [memoryview(p).cast("B") for p in pieces]
-    while views:
-        done = os.pwritev(fd, views[:_IOV_MAX], offset)
+    if not views:
+        return
+    done = os.pwritev(fd, views[:_IOV_MAX], offset)
+    if len(views) <= _IOV_MAX and done == sum(v.nbytes for v in views):
+        return  # the usual case: everything in one call
+    while True:  # a short write, or more pieces than one call takes: go on where the kernel stopped
         offset += done
-        while views and done >= len(views[0]):  # drop what was written, keep the rest of a short write
+        while views and done >= len(views[0]):
             done -= len(views[0])
             views.pop(0)
+        if not views:
+            return
         if done:
             views[0] = views[0][done:]
+        done = os.pwritev(fd, views[:_IOV_MAX], offset)
 
 
 def preallocate(fd: int, offset: int, length: int) -> None:
@@ -149,6 +163,16 @@ def preallocate(fd: int, offset: int, length: int) -> None:
         # Some filesystems cannot preallocate; the write itself still reports a full disk.
         if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
             raise
+
+
+def read_chunk(root: Path, a: ArrayPlan, layer: int, block: int) -> bytes:
+    """The stored bytes of chunk (``layer``, ``block``) of array ``a``, from its shard or its own file."""
+    try:
+        if a.sharded:
+            return read_chunk_bytes(root / a.chunk_key(layer, block), a.chunk_offset(block), a.chunk_nbytes)
+        return read_chunk_bytes(root / a.chunk_key(layer, block))
+    except FileNotFoundError:
+        raise StoreError(f"{root} is damaged: chunk {a.chunk_key(layer, block)} is missing; run 'layerprobe verify'") from None
 
 
 def read_chunk_bytes(path: Path, offset: int | None = None, nbytes: int | None = None) -> bytes:

@@ -68,7 +68,8 @@ def _build(root: Path, header: StoreHeader, plan: StorePlan, samples: SampleInfo
         a = plan.arrays[name]
         for block in range(plan.n_blocks):
             start, stop = plan.block_range(block)
-            chunkio.write_chunk_bytes(root / a.chunk_key(0, block), chunkio.encode_chunk(a, pad_rows(a, values[start:stop])))
+            chunkio.write_chunk_bytes(root / a.chunk_key(0, block), chunkio.encode_chunk(a, pad_rows(a, values[start:stop])),
+                                      a.chunk_offset(block) if a.sharded else None)
 
 
 def _make_shards(root: Path, a: ArrayPlan) -> None:

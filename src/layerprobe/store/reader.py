@@ -22,7 +22,7 @@ from layerprobe.errors import StoreError
 from layerprobe.layers import LayerSpec, select_layers
 from layerprobe.store import bf16, chunkio
 from layerprobe.store.commits import CommitRecord, read_commits
-from layerprobe.store.layout import ArrayPlan, StorePlan, describe_zarr, plan_store
+from layerprobe.store.layout import ArrayPlan, StorePlan, describe_zarr, digests_to_hex, plan_store
 from layerprobe.store.schema import RunMeta, SiteSpec, StoreHeader, attrs_to_header
 
 SAMPLES_PARQUET = "samples.parquet"
@@ -39,12 +39,12 @@ def open_store(path: str | Path) -> Store:
     commits, problems = read_commits(root, plan)
     columns = {name: _read_column(root, plan, plan.arrays[f"samples/{name}"], range(plan.n_blocks))
                for name in ("id", "label", "split")}
-    sha256 = np.full(plan.n_samples, "", dtype=object)
+    digests = np.zeros(plan.arrays["samples/sha256"].shape, dtype=np.uint8)
     skipped = np.zeros(plan.n_samples, dtype=bool)
     for block in sorted(commits):
         start, stop = plan.block_range(block)
         try:
-            sha256[start:stop] = _read_rows(root, plan.arrays["samples/sha256"], block, stop - start)
+            digests[start:stop] = _read_rows(root, plan.arrays["samples/sha256"], block, stop - start)
             skipped[start:stop] = _read_rows(root, plan.arrays["samples/skipped"], block, stop - start)
         except (StoreError, ValueError, RuntimeError) as err:  # missing, truncated or undecodable
             problems.append(f"block [{start}, {stop}) is committed but its per-sample chunks cannot be read ({err}); it counts as not committed")
@@ -55,7 +55,7 @@ def open_store(path: str | Path) -> Store:
     labels = columns["label"].astype(np.int64)
     for arr in (labels, committed, skipped):
         arr.flags.writeable = False
-    return Store(root, header, plan, tuple(columns["id"]), labels, tuple(columns["split"]), tuple(sha256),
+    return Store(root, header, plan, tuple(columns["id"]), labels, tuple(columns["split"]), digests_to_hex(digests),
                  committed, skipped, commits, tuple(problems))
 
 
@@ -167,7 +167,7 @@ class Store:
                 out[:, start:stop] = 0
                 continue
             for i, layer in enumerate(chosen):
-                chunk = chunkio.decode_chunk(a, chunkio.read_chunk_bytes(self.path / a.chunk_key(layer, block)))
+                chunk = chunkio.decode_chunk(a, chunkio.read_chunk(self.path, a, layer, block))
                 out[i, start:stop] = chunk[0, : stop - start]
         return out
 
@@ -185,7 +185,7 @@ class Store:
         out = np.zeros(a.shape, dtype=np.float32)
         for block in sorted(self.commits):
             start, stop = self.plan.block_range(block)
-            out[start:stop] = chunkio.decode_chunk(a, chunkio.read_chunk_bytes(self.path / a.chunk_key(0, block)))[: stop - start]
+            out[start:stop] = chunkio.decode_chunk(a, chunkio.read_chunk(self.path, a, 0, block))[: stop - start]
         return out
 
     def answer_logits(self) -> Any:
@@ -196,19 +196,25 @@ class Store:
 
     def samples_frame(self) -> Any:
         """A polars DataFrame, one row per sample: index, id, label, class_name, split, sha256, skipped, committed."""
-        import polars as pl
+        return samples_frame(self.ids, self.labels, self.class_names, self.splits, self.sha256, self.skipped, self.committed)
 
-        names = np.asarray(self.class_names, dtype=object)
-        return pl.DataFrame({
-            "index": np.arange(self.n_samples, dtype=np.int64),
-            "id": list(self.ids),
-            "label": self.labels,
-            "class_name": list(names[self.labels]),
-            "split": list(self.splits),
-            "sha256": list(self.sha256),
-            "skipped": self.skipped,
-            "committed": self.committed,
-        })
+
+def samples_frame(ids: tuple[str, ...], labels: np.ndarray, class_names: tuple[str, ...], splits: tuple[str, ...],
+                  sha256: tuple[str, ...], skipped: np.ndarray, committed: np.ndarray) -> Any:
+    """The per-sample columns as a polars DataFrame (``Store.samples_frame``; also what samples.parquet holds)."""
+    import polars as pl
+
+    names = np.asarray(class_names, dtype=object)
+    return pl.DataFrame({
+        "index": np.arange(len(ids), dtype=np.int64),
+        "id": list(ids),
+        "label": labels,
+        "class_name": list(names[labels]),
+        "split": list(splits),
+        "sha256": list(sha256),
+        "skipped": skipped,
+        "committed": committed,
+    })
 
 
 def _to_torch(bits: np.ndarray, dtype: Any, device: Any) -> Any:
@@ -272,8 +278,4 @@ def _read_column(root: Path, plan: StorePlan, a: ArrayPlan, blocks: Any) -> np.n
 
 
 def _read_rows(root: Path, a: ArrayPlan, block: int, n_rows: int) -> np.ndarray:
-    try:
-        data = chunkio.read_chunk_bytes(root / a.chunk_key(0, block))
-    except FileNotFoundError:
-        raise StoreError(f"{root} is damaged: chunk {a.chunk_key(0, block)} is missing; run 'layerprobe verify'") from None
-    return chunkio.decode_chunk(a, data)[:n_rows]
+    return chunkio.decode_chunk(a, chunkio.read_chunk(root, a, 0, block))[:n_rows]

@@ -26,7 +26,7 @@ import numpy as np
 
 from layerprobe.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The store layout version this code writes and reads (docs/architecture.md, "The store")."""
 
 SPLITS = ("train", "val", "test", "")
@@ -256,7 +256,12 @@ def attrs_to_header(attrs: Any, where: str) -> StoreHeader:
         raise StoreError(f"{where} is not a layerprobe store (its zarr.json has no 'layerprobe' attributes); pass a store made by 'layerprobe extract'")
     version = attrs.get("schema_version")
     if version != SCHEMA_VERSION:
-        hint = "upgrade layerprobe to read it" if isinstance(version, int) and version > SCHEMA_VERSION else "it was not written by a compatible layerprobe"
+        if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+            hint = "upgrade layerprobe to read it"
+        elif isinstance(version, int) and not isinstance(version, bool) and 1 <= version < SCHEMA_VERSION:
+            hint = "it was written by an older layerprobe; extract it again into a new path"
+        else:
+            hint = "it was not written by a compatible layerprobe"
         raise StoreError(f"{where} has store schema version {version!r}; this layerprobe reads version {SCHEMA_VERSION} ({hint})")
     try:
         meta = RunMeta(

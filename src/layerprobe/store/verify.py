@@ -112,11 +112,8 @@ def _check_block(store: Store, block: int, counts: dict[tuple[str, int], list[in
             key = a.chunk_key(layer, block)
             where = f"chunk {key}" + (f" (block {block})" if a.sharded else "")
             try:
-                if a.sharded:
-                    stored = chunkio.read_chunk_bytes(store.path / key, a.chunk_offset(block), a.chunk_nbytes)
-                else:
-                    stored = chunkio.read_chunk_bytes(store.path / key)
-            except (FileNotFoundError, StoreError):
+                stored = chunkio.read_chunk(store.path, a, layer, block)
+            except StoreError:
                 problems.append(f"{where} of committed block [{start}, {stop}) is missing or truncated")
                 continue
             if chunkio.checksum([stored]) != record.checksums[a.path][layer]:

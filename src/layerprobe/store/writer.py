@@ -10,13 +10,16 @@ block by atomically creating its commit record. Hence:
   half written, but without a record no reader uses them and a resumed writer rewrites them.
 - Processes writing disjoint blocks (``pending_blocks(shard=(k, n))``) touch disjoint byte ranges:
   the bytes do not depend on how the blocks were split (tests/test_store_crash_shards.py).
-- A complete block is written by two background flush threads (checksum and ``pwritev`` both
-  release the GIL) while the caller goes on with the next block. At most one block is in flight,
-  so memory stays at about two blocks and commits happen in order, shortly after ``write``
-  returns; ``close`` waits for the last one.
-- A failed write (e.g. a full disk) raises one ``StoreError`` from the next ``write`` or from
-  ``close``; the block is not committed and the writer refuses further writes, so nothing half-done
-  is ever committed. Reopen to resume.
+- The ``write`` call that completes a block writes and commits it before returning: the calling
+  thread and one helper thread each take half the chunks (checksum and ``pwritev`` both release
+  the GIL, so both cores work). The flush is synchronous on purpose: a background flush overlapped
+  with a caller running Python stalls the flush threads, because a thread coming back from C waits
+  up to the interpreter's 5 ms switch interval for a busy thread to hand over the GIL; measured on
+  the benchmark, that cost more than the overlap gained (docs/LOG.md "store"). Callers that want to
+  overlap computing with writing call ``write`` from their own writer thread, as the extractor does.
+- A failed write (e.g. a full disk) raises one ``StoreError`` from that ``write``; the block is not
+  committed and the writer refuses further writes, so nothing half-done is ever committed. Reopen
+  to resume.
 Durability: by default chunk data reaches the page cache before its commit record, which survives
 the death of the process (the requirement). ``durable=True`` also fsyncs the chunk files and the
 commit directory before and after each commit, which survives power loss at some speed cost.
@@ -29,7 +32,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -41,8 +44,8 @@ from layerprobe.errors import StoreError
 from layerprobe.store import bf16, chunkio
 from layerprobe.store.commits import COMMITS_DIR, CommitRecord, now, read_commit, read_commits, write_commit
 from layerprobe.store.create import create_store
-from layerprobe.store.layout import CODECS, ArrayPlan, StorePlan, default_chunk_samples, plan_store
-from layerprobe.store.reader import SAMPLES_PARQUET, Store, open_store
+from layerprobe.store.layout import CODECS, ArrayPlan, default_chunk_samples, digests_from_hex, digests_to_hex, plan_store
+from layerprobe.store.reader import SAMPLES_PARQUET, Store, open_store, samples_frame
 from layerprobe.store.schema import (
     RunMeta, SampleInfo, SiteSpec, StoreHeader, describe_difference, first_difference, header_to_attrs, new_header,
 )
@@ -57,7 +60,8 @@ class _Block:
 
     ``pieces[site path]`` lists ``(first row in the block, uint16 array (layers, rows, hidden))``;
     ``buffers`` are the reusable whole-block arrays: one per small per-sample array (answer logits,
-    digests, skip flags) and, when writes copy, one per site (the pieces are then views of it).
+    digests, skip flags) and, when writes copy, one per site (the rows are copied in place and the
+    complete block's pieces are that one buffer, so each chunk is one contiguous piece).
     """
 
     index: int
@@ -71,17 +75,21 @@ class _Block:
 class StoreWriter:
     """Create or resume a store and write blocks of samples into it (see the module docstring)."""
 
-    def __init__(self, root: Path, header: StoreHeader, plan: StorePlan, committed: set[int], durable: bool) -> None:
-        self.path = root
-        self.header = header
-        self.plan = plan
+    def __init__(self, opened: Store, durable: bool) -> None:
+        self.path = opened.path
+        self.header = opened.header
+        self.plan = opened.plan
         self.durable = durable
-        self._committed = committed
+        self._opened = opened
+        self._committed = set(opened.commits)
+        # The per-sample columns of committed blocks, kept up to date so the writer that commits the
+        # last block can write samples.parquet without reading the store back.
+        self._digests = digests_from_hex(opened.sha256)
+        self._skipped = opened.skipped.copy()
         self._open: dict[int, _Block] = {}
         self._spare: list[dict[str, np.ndarray]] = []
-        self._flusher: ThreadPoolExecutor | None = None
-        self._inflight: tuple[_Block, Future[None]] | None = None
-        self._shard_fds: dict[Path, int] = {}
+        self._helper: ThreadPoolExecutor | None = None
+        self._shard_fds: dict[tuple[str, int], int] = {}
         self._failed: str | None = None
         self._closed = False
 
@@ -115,7 +123,8 @@ class StoreWriter:
             create_store(root, header, plan_store(header, codec or "none"), samples)
         store = open_store(root)
         _check_resume(store, meta, site_list, samples, chunk_samples, codec)
-        writer = cls(root, store.header, store.plan, set(store.commits), durable)
+        writer = cls(store, durable)
+        writer._open_shards()
         writer._write_parquet_if_complete()
         return writer
 
@@ -186,9 +195,8 @@ class StoreWriter:
         blocks = range(start // self.chunk_samples, (stop - 1) // self.chunk_samples + 1)
         for b in blocks:
             b_start, b_stop = self.plan.block_range(b)
-            flushing = self._inflight is not None and self._inflight[0].index == b
             # A valid record on disk: another shard process committed the block since we opened.
-            if b in self._committed or flushing or (b not in self._open and read_commit(self.path, self.plan, b) is not None):
+            if b in self._committed or (b not in self._open and read_commit(self.path, self.plan, b) is not None):
                 raise StoreError(
                     f"samples [{start}, {stop}) of {self.path} include block [{b_start}, {b_stop}), which is already committed;"
                     " write only pending_blocks()"
@@ -207,7 +215,6 @@ class StoreWriter:
                     block.buffers[a.path][rows] = src[src_rows]
                 elif a.path in block.buffers:  # copying: the block buffer holds the rows
                     block.buffers[a.path][:, rows] = src[:, src_rows]
-                    block.pieces[a.path].append((rows.start, block.buffers[a.path][:, rows]))
                 else:
                     block.pieces[a.path].append((rows.start, src[:, src_rows].copy() if copy else src[:, src_rows]))
             block.filled[rows] = True
@@ -215,35 +222,23 @@ class StoreWriter:
                 self._flush(block)
 
     def close(self) -> None:
-        """Finish the block being written; blocks still partly filled are dropped (they stay pending).
-
-        Raises ``StoreError`` when that last write failed (nothing of it is committed).
-        """
+        """Release the files; blocks still partly filled are dropped (they stay pending)."""
         if self._closed:
             return
         self._closed = True
-        try:
-            self._wait_for_flush()
-        finally:
-            if self._flusher is not None:
-                self._flusher.shutdown(wait=True)
-            for fd in self._shard_fds.values():
-                os.close(fd)
-            self._shard_fds.clear()
-            self._open.clear()
-            self._spare.clear()
+        if self._helper is not None:
+            self._helper.shutdown(wait=True)
+        for fd in self._shard_fds.values():
+            os.close(fd)
+        self._shard_fds.clear()
+        self._open.clear()
+        self._spare.clear()
 
     def __enter__(self) -> StoreWriter:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.close()
-            return
-        try:
-            self.close()
-        except StoreError:
-            pass  # the exception already propagating is the one to report
+        self.close()
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -273,7 +268,7 @@ class StoreWriter:
             missing, unknown = sorted(names - set(acts)), sorted(set(acts) - names)
             what = f"misses site(s) {missing}" if missing else f"has unknown site(s) {unknown}"
             raise StoreError(f"{where}: acts {what}; the store's sites are {sorted(names)}")
-        batch: dict[str, Any] = {"answer_logits": logits, "samples/sha256": np.asarray(digests, dtype=object), "samples/skipped": skip}
+        batch: dict[str, Any] = {"answer_logits": logits, "samples/sha256": digests_from_hex(digests), "samples/skipped": skip}
         for name, x in acts.items():
             bits = bf16.to_bits(x, f"{where}: acts[{name!r}]")
             a = self.plan.site(name)
@@ -299,22 +294,17 @@ class StoreWriter:
         return block
 
     def _flush(self, block: _Block) -> None:
-        """Hand a complete block to the flush thread, so the caller can fill the next one meanwhile."""
+        """Write and commit a complete block (see the module docstring for why this is synchronous)."""
         del self._open[block.index]
-        self._wait_for_flush()  # at most one block in flight: bounded memory, commits in order
-        if self._flusher is None:
-            self._flusher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="layerprobe-store-flush")
-        self._inflight = (block, self._flusher.submit(self._write_block, block))
-
-    def _wait_for_flush(self) -> None:
-        if self._inflight is None:
-            return
-        (block, future), self._inflight = self._inflight, None
         try:
-            future.result()
+            self._write_block(block)
         except StoreError as err:
             self._failed = str(err)
             raise
+        else:
+            rows = slice(block.start, block.stop)
+            self._digests[rows] = block.buffers["samples/sha256"][: block.stop - block.start]
+            self._skipped[rows] = block.buffers["samples/skipped"][: block.stop - block.start]
         finally:
             block.pieces.clear()  # let go of the caller's arrays
             self._spare.append(block.buffers)
@@ -322,19 +312,13 @@ class StoreWriter:
         self._write_parquet_if_complete()
 
     def _write_block(self, block: _Block) -> None:
-        """Runs on a flush thread: every chunk of the block (split between the two flush threads), then its commit.
-
-        Each thread hashes a chunk's pieces and then writes them with one ``pwritev``; both calls
-        release the GIL, so the threads run on two cores.
-        """
+        """Every chunk of the block, half on this thread and half on the helper thread, then its commit."""
         try:
             self._complete_pieces(block)
             jobs = [(a, layer) for a in self.plan.per_block_arrays() for layer in range(a.n_layers)]
-            for a, layer in jobs:  # open the shard files here, not racing in the two threads below
-                if a.sharded:
-                    self._shard_fd(self.path / a.chunk_key(layer, block.index))
-            assert self._flusher is not None
-            helper = self._flusher.submit(self._write_chunks, block, jobs[1::2])
+            if self._helper is None:
+                self._helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layerprobe-store-write")
+            helper = self._helper.submit(self._write_chunks, block, jobs[1::2])
             try:
                 sum_of = self._write_chunks(block, jobs[0::2])
             finally:
@@ -356,6 +340,10 @@ class StoreWriter:
             if a.sample_axis == 0:
                 block.buffers[a.path][n_rows:] = a.fill
                 continue
+            if a.path in block.buffers:  # copied: each layer's chunk is one contiguous piece of the buffer
+                block.buffers[a.path][:, n_rows:] = a.fill
+                block.pieces[a.path] = [(0, block.buffers[a.path])]
+                continue
             block.pieces[a.path].sort(key=lambda piece: piece[0])
             if n_rows < a.chunk_shape[1]:  # one row block of fill values, the same for every layer
                 pad = np.full((a.chunk_shape[1] - n_rows, a.chunk_shape[2]), a.fill, dtype=a.dtype)
@@ -368,55 +356,66 @@ class StoreWriter:
 
     def _write_raw(self, block: _Block, a: ArrayPlan, layer: int) -> str:
         """Hash one raw chunk and write it into its shard straight from its pieces (no assembling copy)."""
-        pieces = [rows[layer] for _, rows in block.pieces[a.path]]
+        pieces = [rows[layer] for _, rows in block.pieces[a.path]] if a.sample_axis == 1 else [block.buffers[a.path]]
         digest = chunkio.checksum(pieces)  # first: it also brings the pieces into cache for the write
-        fd = self._shard_fd(self.path / a.chunk_key(layer, block.index))
+        fd = self._shard_fds[a.path, layer]
         chunkio.pwritev_all(fd, pieces, a.chunk_offset(block.index))
         if self.durable:
             os.fsync(fd)
         return digest
 
     def _write_encoded(self, block: _Block, a: ArrayPlan, layer: int) -> str:
-        """Encode and write one chunk as its own file; return the checksum of its stored bytes."""
+        """Encode and write one site chunk as its own file; return the checksum of its stored bytes."""
         path = self.path / a.chunk_key(layer, block.index)
-        if a.sample_axis == 1:
-            chunk = np.concatenate([rows[layer:layer + 1] for _, rows in block.pieces[a.path]], axis=1)
-        else:
-            chunk = block.buffers[a.path]
+        chunk = np.concatenate([rows[layer:layer + 1] for _, rows in block.pieces[a.path]], axis=1)
         stored = chunkio.encode_chunk(a, chunk)
         chunkio.write_chunk_bytes(path, stored)
         if self.durable:
             chunkio.fsync_path(path)
         return chunkio.checksum([stored])
 
-    def _shard_fd(self, path: Path) -> int:
-        fd = self._shard_fds.get(path)
-        if fd is None:
-            fd = self._shard_fds[path] = os.open(path, os.O_WRONLY)
-        return fd
+    def _open_shards(self) -> None:
+        """Open every shard file the writer writes into, once (an unwritable store fails here, not mid-run)."""
+        try:
+            for a in self.plan.per_block_arrays():
+                for layer in range(a.n_layers if a.sharded else 0):
+                    self._shard_fds[a.path, layer] = os.open(self.path / a.chunk_key(layer, 0), os.O_WRONLY)
+        except OSError as err:
+            self.close()
+            raise StoreError(f"cannot open {err.filename} for writing: {err.strerror}; check the store's permissions, then rerun") from err
 
     def _write_parquet_if_complete(self) -> None:
         target = self.path / SAMPLES_PARQUET
         if target.exists():
             return
-        if len(self._committed) < self.plan.n_blocks:
+        if len(self._committed) == self.plan.n_blocks:  # every row was committed before open or by this writer
+            s = self._opened
+            frame = samples_frame(s.ids, s.labels, s.class_names, s.splits, digests_to_hex(self._digests), self._skipped,
+                                  np.ones(self.n_samples, dtype=bool))
+        else:  # other shard processes may have committed the rest: count their records, then read their rows back
             names = os.listdir(self.path / COMMITS_DIR)
             if sum(1 for name in names if _COMMIT_NAME.match(name)) < self.plan.n_blocks:
                 return
-        store = open_store(self.path)
-        if store.complete:
-            write_samples_parquet(store, fsync=self.durable)
+            store = open_store(self.path)
+            if not store.complete:
+                return
+            frame = store.samples_frame()
+        _write_parquet(target, frame, fsync=self.durable)
 
 
 def write_samples_parquet(store: Store, *, fsync: bool = True) -> Path:
     """Write ``samples.parquet`` (a convenience copy of the per-sample columns), atomically."""
+    target = store.path / SAMPLES_PARQUET
+    _write_parquet(target, store.samples_frame(), fsync=fsync)
+    return target
+
+
+def _write_parquet(target: Path, frame: Any, *, fsync: bool) -> None:
     import io
 
-    target = store.path / SAMPLES_PARQUET
     buf = io.BytesIO()
-    store.samples_frame().write_parquet(buf)
+    frame.write_parquet(buf, compression="lz4")  # 2 ms for 2,000 rows against 3.5 with the default zstd
     chunkio.atomic_write(target, buf.getvalue(), fsync=fsync)
-    return target
 
 
 def _check_inputs(meta: Any, sites: tuple[Any, ...], samples: Any, chunk_samples: Any, codec: Any) -> None:
