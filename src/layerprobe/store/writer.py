@@ -32,7 +32,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -88,7 +87,6 @@ class StoreWriter:
         self._skipped = opened.skipped.copy()
         self._open: dict[int, _Block] = {}
         self._spare: list[dict[str, np.ndarray]] = []
-        self._helper: ThreadPoolExecutor | None = None
         self._shard_fds: dict[tuple[str, int], int] = {}
         self._failed: str | None = None
         self._closed = False
@@ -226,8 +224,6 @@ class StoreWriter:
         if self._closed:
             return
         self._closed = True
-        if self._helper is not None:
-            self._helper.shutdown(wait=True)
         for fd in self._shard_fds.values():
             os.close(fd)
         self._shard_fds.clear()
@@ -316,14 +312,8 @@ class StoreWriter:
         try:
             self._complete_pieces(block)
             jobs = [(a, layer) for a in self.plan.per_block_arrays() for layer in range(a.n_layers)]
-            if self._helper is None:
-                self._helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layerprobe-store-write")
-            helper = self._helper.submit(self._write_chunks, block, jobs[1::2])
-            try:
-                sum_of = self._write_chunks(block, jobs[0::2])
-            finally:
-                wait([helper])  # even after an error: the helper still reads the block's pieces
-            sum_of.update(helper.result())
+            mine, theirs = chunkio.on_two_threads(lambda half: self._write_chunks(block, half), jobs)
+            sum_of = {**mine, **theirs}
             sums = {a.path: tuple(sum_of[a.path, layer] for layer in range(a.n_layers)) for a in self.plan.per_block_arrays()}
             record = CommitRecord(block.index, block.start, block.stop, sums, now())
             write_commit(self.path, record, durable=self.durable)
