@@ -71,10 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(f"total benchmark time {time.perf_counter() - t_start:.0f}s")
+    missed = [f"{name} {value:.2f}x < {target}x" for name, value, target in
+              (("site_read", site_read, 1.0), ("slab_read", slab_read, 0.7), ("write", write, 0.7)) if value < target]
     print(f"store_io ratios: site_read={site_read:.2f}x slab_read={slab_read:.2f}x write={write:.2f}x "
           f"(copy=True {write_copy:.2f}x, with creation {write_all:.2f}x) "
           f"compressed(zstd): ratio={compressed[0]:.2f} write={compressed[1]:.2f}GB/s read={compressed[2]:.2f}GB/s "
-          f"(read_slab fp32 {fp32:.2f}GB/s)")
+          f"(read_slab fp32 {fp32:.2f}GB/s) -> " + ("TARGETS MISSED: " + ", ".join(missed) if missed else
+                                                   "targets met (site_read >= 1.0x, slab_read >= 0.7x, write >= 0.7x)"))
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +103,31 @@ def test_full_disk_at_creation_is_one_line_and_leaves_nothing(tmp_path, run, mon
         StoreWriter.open(tmp_path / "run.zarr", run.meta, run.sites, run.samples, CS)
     assert "No space left on device" in str(info.value) and "\n" not in str(info.value)
     assert not any(tmp_path.iterdir())
+
+
+def test_on_two_threads_runs_every_job_once_in_order_and_stops_at_the_first_error():
+    """The two-thread helper behind block writes and site reads: results in job order, each job run
+    once, both threads used; an error is raised and the other thread takes no further job."""
+    calls: list[tuple[int, int]] = []
+
+    def square(x):
+        calls.append((x, threading.get_ident()))
+        time.sleep(0.001)  # releases the GIL, like the real jobs
+        return x * x
+
+    assert chunkio.on_two_threads(square, list(range(40))) == [x * x for x in range(40)]
+    assert sorted(x for x, _ in calls) == list(range(40))
+    assert len({thread for _, thread in calls}) == 2
+
+    calls.clear()
+
+    def fails_at_3(x):
+        calls.append((x, threading.get_ident()))
+        if x == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        time.sleep(0.001)
+        return x
+
+    with pytest.raises(OSError, match="No space"):
+        chunkio.on_two_threads(fails_at_3, list(range(100)))
+    assert len(calls) < 10

@@ -312,8 +312,8 @@ class StoreWriter:
         try:
             self._complete_pieces(block)
             jobs = [(a, layer) for a in self.plan.per_block_arrays() for layer in range(a.n_layers)]
-            mine, theirs = chunkio.on_two_threads(lambda half: self._write_chunks(block, half), jobs)
-            sum_of = {**mine, **theirs}
+            digests = chunkio.on_two_threads(lambda job: self._write_chunk(block, *job), jobs)
+            sum_of = {(a.path, layer): digest for (a, layer), digest in zip(jobs, digests)}
             sums = {a.path: tuple(sum_of[a.path, layer] for layer in range(a.n_layers)) for a in self.plan.per_block_arrays()}
             record = CommitRecord(block.index, block.start, block.stop, sums, now())
             write_commit(self.path, record, durable=self.durable)
@@ -339,10 +339,9 @@ class StoreWriter:
                 pad = np.full((a.chunk_shape[1] - n_rows, a.chunk_shape[2]), a.fill, dtype=a.dtype)
                 block.pieces[a.path].append((n_rows, np.broadcast_to(pad, (a.shape[0],) + pad.shape)))
 
-    def _write_chunks(self, block: _Block, jobs: list[tuple[ArrayPlan, int]]) -> dict[tuple[str, int], str]:
-        """Write these chunks of the block; return their checksums by (array path, layer)."""
-        return {(a.path, layer): self._write_raw(block, a, layer) if a.sharded else self._write_encoded(block, a, layer)
-                for a, layer in jobs}
+    def _write_chunk(self, block: _Block, a: ArrayPlan, layer: int) -> str:
+        """Write one chunk of the block; return its checksum."""
+        return self._write_raw(block, a, layer) if a.sharded else self._write_encoded(block, a, layer)
 
     def _write_raw(self, block: _Block, a: ArrayPlan, layer: int) -> str:
         """Hash one raw chunk and write it into its shard straight from its pieces (no assembling copy)."""
