@@ -7,6 +7,7 @@ again to see blocks committed later.
 
 A slab is one contiguous byte range of one shard file (default layout), copied straight into one
 preallocated buffer that torch then views without a copy; a bf16 slab needs no conversion at all.
+Several layers are copied by two threads at once (``chunkio.on_two_threads``).
 """
 
 from __future__ import annotations
