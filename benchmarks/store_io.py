@@ -170,7 +170,7 @@ def _bench_read(root: Path, full) -> tuple[float, float, float]:
     for name, arr in full.items():  # correctness before speed
         assert np.array_equal(store.read_bits(name), arr), name
     site_ratios, t_np, t_st, n_read = [], [], [], 0
-    for rep in range(4):
+    for rep in range(6):  # 15 pairs: the median of 9 swung by +-0.3 between runs
         for name in full:
             f = root / "np" / f"{name.replace('/', '_')}.npy"
             a = _timed(lambda: np.load(f), full[name].nbytes)
