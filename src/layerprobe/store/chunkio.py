@@ -118,11 +118,13 @@ def on_two_threads(fn: Callable[[Any], T], jobs: Sequence[Any]) -> list[T]:
 
     For the bulk copies (``pwritev``, hashing, copies out of the page cache): they release the GIL,
     and on this VM two threads move 1.3-1.5x the bytes of one (docs/LOG.md "store"). The caller's
-    thread does half the work, so no third thread competes for the GIL while the copies run. Each
+    thread does about half the work, so no third thread competes for the GIL while the copies run. Each
     thread takes the next job when done with its last (a fixed split left one thread idle for
     5-10 ms of a 30 ms block), so both finish within one job of each other. The first error stops
-    both threads and is raised.
+    both threads and is raised. A single job runs on this thread alone.
     """
+    if len(jobs) <= 1:
+        return [fn(job) for job in jobs]
     results: list[Any] = [None] * len(jobs)
     queue = iter(enumerate(jobs))  # next() on it is atomic under the GIL: each job is taken once
     failed: list[BaseException] = []

@@ -23,8 +23,8 @@ Choices (measured on the 2-core dev box, see docs/LOG.md "store"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np

@@ -256,9 +256,10 @@ def attrs_to_header(attrs: Any, where: str) -> StoreHeader:
         raise StoreError(f"{where} is not a layerprobe store (its zarr.json has no 'layerprobe' attributes); pass a store made by 'layerprobe extract'")
     version = attrs.get("schema_version")
     if version != SCHEMA_VERSION:
-        if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        known = isinstance(version, int) and not isinstance(version, bool)
+        if known and version > SCHEMA_VERSION:
             hint = "upgrade layerprobe to read it"
-        elif isinstance(version, int) and not isinstance(version, bool) and 1 <= version < SCHEMA_VERSION:
+        elif known and 1 <= version < SCHEMA_VERSION:
             hint = "it was written by an older layerprobe; extract it again into a new path"
         else:
             hint = "it was not written by a compatible layerprobe"

@@ -11,7 +11,7 @@ block by atomically creating its commit record. Hence:
 - Processes writing disjoint blocks (``pending_blocks(shard=(k, n))``) touch disjoint byte ranges:
   the bytes do not depend on how the blocks were split (tests/test_store_crash_shards.py).
 - The ``write`` call that completes a block writes and commits it before returning: the calling
-  thread and one helper thread each take half the chunks (checksum and ``pwritev`` both release
+  thread and one helper thread share the chunks (checksum and ``pwritev`` both release
   the GIL, so both cores work). The flush is synchronous on purpose: a background flush overlapped
   with a caller running Python stalls the flush threads, because a thread coming back from C waits
   up to the interpreter's 5 ms switch interval for a busy thread to hand over the GIL; measured on
@@ -308,7 +308,7 @@ class StoreWriter:
         self._write_parquet_if_complete()
 
     def _write_block(self, block: _Block) -> None:
-        """Every chunk of the block, half on this thread and half on the helper thread, then its commit."""
+        """Every chunk of the block, shared between this thread and a helper thread, then its commit."""
         try:
             self._complete_pieces(block)
             jobs = [(a, layer) for a in self.plan.per_block_arrays() for layer in range(a.n_layers)]
