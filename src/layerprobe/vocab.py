@@ -1,0 +1,133 @@
+"""The shared vocabulary: every name that more than one stage relies on, written once.
+
+Extract writes these names into stores, probe writes them into results tables, fhs and the CLI read
+them back; each imports them from here and no other module spells a list of them out again (a test
+parses ``src/`` to keep it so). Pure Python, no imports beyond the standard library, so the CLI can
+build its ``click.Choice`` lists without loading torch or polars.
+
+Design choices:
+- Lists of choices are tuples of the single names above them, so a name is typed once.
+- The results table's columns carry plain Python types here; :func:`results_polars_schema` turns them
+  into polars types when polars is already needed.
+- Layer names come from one function per module kind (:func:`vision_layer_names`,
+  :func:`connector_layer_names`, :func:`llm_layer_names`); stores record them, so readers never
+  reconstruct them, but writers (the extractor and the synthetic test stores) must agree.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- sites: the arrays of a store, under ``sites/`` ---------------------------------------------
+VISION: Final = "vision/mean"
+"""Vision tower: one layer per block, mean over the image's patch tokens."""
+CONNECTOR: Final = "connector/mean"
+"""Connector: ``inner`` (MLP hidden layer, where it fits the LLM width) then ``output``."""
+CONNECTOR_INNER: Final = "connector/inner_mean"
+"""Connector hidden layer kept apart where it is wider than the LLM (Qwen mergers)."""
+LLM_IMAGE: Final = "llm/image_mean"
+"""LLM: mean over image-token positions ("comprehension"); ``embed`` then one per decoder layer."""
+LLM_FINAL: Final = "llm/final_token"
+"""LLM: hidden state of the final input token ("utilisation"); same layers as ``LLM_IMAGE``."""
+SITES: Final = (VISION, CONNECTOR, CONNECTOR_INNER, LLM_IMAGE, LLM_FINAL)
+"""Every site the extractor can write, in the order of the model's data flow."""
+LLM_SITES: Final = (LLM_IMAGE, LLM_FINAL)
+
+ANSWER_SITE: Final = "answer_logits"
+"""The model's own answer: ``(sample, candidate)`` logits; the ``site`` of ``kind = "model"`` rows."""
+ANSWER_LAYER_NAME: Final = "answer"
+"""``layer_name`` of the model's answer rows (its ``layer`` is 0)."""
+
+# --- layer names ----------------------------------------------------------------------------------
+EMBED: Final = "embed"
+INNER: Final = "inner"
+OUTPUT: Final = "output"
+
+
+def vision_layer_names(n_blocks: int) -> tuple[str, ...]:
+    """``block_0 .. block_{n-1}``: the output of each vision-tower block."""
+    return tuple(f"block_{i}" for i in range(n_blocks))
+
+
+def connector_layer_names(has_inner: bool) -> tuple[str, ...]:
+    """``(inner, output)`` for an MLP connector whose hidden layer is kept in the site, else ``(output,)``."""
+    return (INNER, OUTPUT) if has_inner else (OUTPUT,)
+
+
+def llm_layer_names(n_decoder_layers: int) -> tuple[str, ...]:
+    """``embed, layer_1 .. layer_L``: layer ``i`` is transformers' ``output_hidden_states[i]``."""
+    return (EMBED, *(f"layer_{i}" for i in range(1, n_decoder_layers + 1)))
+
+
+# --- splits ---------------------------------------------------------------------------------------
+TRAIN: Final = "train"
+VAL: Final = "val"
+TEST: Final = "test"
+UNASSIGNED: Final = ""
+"""Split of a sample the dataset does not assign (the probe engine then splits)."""
+SPLITS: Final = (TRAIN, VAL, TEST)
+"""The named splits, in the order probes use them."""
+STORED_SPLITS: Final = (*SPLITS, UNASSIGNED)
+"""Values allowed in a store's ``samples/split`` column."""
+SCORED_SPLITS: Final = (VAL, TEST)
+"""Splits whose metrics a results table holds; ``test`` is reported, ``val`` selects models."""
+
+# --- dtypes ---------------------------------------------------------------------------------------
+BFLOAT16: Final = "bfloat16"
+FLOAT16: Final = "float16"
+FLOAT32: Final = "float32"
+AUTO: Final = "auto"
+COMPUTE_DTYPES: Final = (BFLOAT16, FLOAT16, FLOAT32)
+"""dtypes a model can run in during extraction (activations are stored as bf16 bits either way)."""
+PROBE_DTYPES: Final = (AUTO, FLOAT32, BFLOAT16)
+"""Matmul dtypes of the probe engine; ``auto`` picks by device."""
+
+# --- probe kinds and metrics ----------------------------------------------------------------------
+MLP: Final = "mlp"
+LINEAR: Final = "linear"
+MODEL_KIND: Final = "model"
+"""``kind`` of the row that scores the model's own answer (P_final)."""
+PROBE_KINDS: Final = (MLP, LINEAR)
+"""Kinds of trained probe."""
+RESULT_KINDS: Final = (*PROBE_KINDS, MODEL_KIND)
+"""Every ``kind`` a results table may hold."""
+
+METRICS: Final = ("accuracy", "f1", "precision", "recall", "auc")
+"""Probe metrics, all fractions in [0, 1]; the paper reports accuracy."""
+ACCURACY: Final = METRICS[0]
+
+STATUS_OK: Final = "ok"
+STATUS_FAILED: Final = "failed"
+
+
+def metric_column(split: str, metric: str) -> str:
+    """Results-table column of ``metric`` on ``split``, e.g. ``test_accuracy``."""
+    return f"{split}_{metric}"
+
+
+# --- the results table ----------------------------------------------------------------------------
+RESULT_CONTRACT: Final[dict[str, type]] = {
+    "run_id": str, "store": str, "model_id": str, "adapter": str, "dataset": str,
+    "site": str, "layer": int, "layer_name": str, "kind": str, "seed": int,
+    "preset": str, "params": str, "status": str, "error": str,
+    **{metric_column(split, m): float for split in SCORED_SPLITS for m in METRICS},
+    "n_train": int, "n_val": int, "n_test": int, "train_seconds": float,
+}  # fmt: skip
+"""The columns every results table has, in order, with their types (docs/architecture.md); ``fhs``
+reads these and nothing else."""
+RESULT_EXTRA: Final[dict[str, type]] = {
+    "split": str, "n_folds": int, "matmul_dtype": str, "best_epoch": int, "chosen_c": float, "converged": bool,
+}
+"""Columns the probe engine adds after the contract (``fhs`` ignores them)."""
+RESULT_COLUMNS: Final[dict[str, type]] = {**RESULT_CONTRACT, **RESULT_EXTRA}
+METRIC_COLUMNS: Final = tuple(c for c, t in RESULT_CONTRACT.items() if t is float and c != "train_seconds")
+PROBE_KEY: Final = ("run_id", "site", "layer", "kind", "preset", "params", "seed")
+"""Columns that identify one probe: two rows agreeing on all of them are the same probe twice."""
+
+
+def results_polars_schema(columns: dict[str, type] = RESULT_COLUMNS) -> dict:
+    """``columns`` as a polars schema (imports polars)."""
+    import polars as pl
+
+    to_polars = {str: pl.String, int: pl.Int64, float: pl.Float64, bool: pl.Boolean}
+    return {name: to_polars[kind] for name, kind in columns.items()}
