@@ -149,16 +149,27 @@ class Store:
             layers = named(layers)
         return select_layers(layers, spec.n_layers)
 
-    def read_bits(self, site: str, layers: LayerSpec = None) -> np.ndarray:
-        """uint16 bf16 bits ``[L, N, D]`` of the selected layers (rows not committed are 0)."""
+    def read_bits(self, site: str, layers: LayerSpec = None, *, check: bool = True) -> np.ndarray:
+        """uint16 bf16 bits ``[L, N, D]`` of the selected layers (rows not committed are 0).
+
+        ``check`` (the default) compares every committed chunk read with the XXH3-64 checksum its
+        commit record holds and raises ``StoreError`` on a mismatch; ``check=False`` skips that
+        (benchmarks measure what it costs).
+        """
         a = self.plan.site(site)
         chosen = self.layer_indices(site, layers)
         out = np.empty((len(chosen), self.n_samples, a.shape[2]), dtype=np.uint16)
         if a.sharded:
-            def copy_layer(pair: tuple[int, int]) -> None:
-                chunkio.copy_range_into(self.path / a.chunk_key(pair[1], 0), 0, out[pair[0]])
+            def copy_layer(pair: tuple[int, int]) -> list[int]:
+                i, layer = pair
+                expected = self._expected_sums(a.path, layer) if check else ()
+                return chunkio.copy_range_into(self.path / a.chunk_key(layer, 0), 0, out[i],
+                                               chunk_nbytes=a.chunk_nbytes, checksums=expected)
 
-            chunkio.on_two_threads(copy_layer, list(enumerate(chosen)))  # 1.5x one thread's speed here
+            bad = chunkio.on_two_threads(copy_layer, list(enumerate(chosen)))  # 1.5x one thread's speed here
+            for layer, blocks in zip(chosen, bad):
+                if blocks:
+                    raise self._mismatch(a, layer, blocks[0])
             for block in range(self.plan.n_blocks):
                 if block not in self.commits:
                     start, stop = self.plan.block_range(block)
@@ -170,32 +181,51 @@ class Store:
                 out[:, start:stop] = 0
                 continue
             for i, layer in enumerate(chosen):
-                chunk = chunkio.decode_chunk(a, chunkio.read_chunk(self.path, a, layer, block))
+                chunk = chunkio.decode_chunk(a, self._read_chunk(a, layer, block, check))
                 out[i, start:stop] = chunk[0, : stop - start]
         return out
 
-    def read_slabs(self, site: str, layers: LayerSpec = None, dtype: Any = "float32", device: Any = "cpu") -> Any:
-        """Tensor ``[L, N, D]`` of the selected layers (sorted), in ``dtype`` on ``device``."""
-        return _to_torch(self.read_bits(site, layers), dtype, device)
+    def read_slabs(self, site: str, layers: LayerSpec = None, dtype: Any = "float32", device: Any = "cpu", *,
+                   check: bool = True) -> Any:
+        """Tensor ``[L, N, D]`` of the selected layers (sorted), in ``dtype`` on ``device`` (``check``: see ``read_bits``)."""
+        return _to_torch(self.read_bits(site, layers, check=check), dtype, device)
 
-    def read_slab(self, site: str, layer: int | str, dtype: Any = "float32", device: Any = "cpu") -> Any:
+    def read_slab(self, site: str, layer: int | str, dtype: Any = "float32", device: Any = "cpu", *,
+                  check: bool = True) -> Any:
         """Tensor ``[N, D]``: one (site, layer) slab, all N samples (rows not committed are 0)."""
-        return self.read_slabs(site, [self.layer_index(site, layer)], dtype, device)[0]
+        return self.read_slabs(site, [self.layer_index(site, layer)], dtype, device, check=check)[0]
 
-    def answer_logits_numpy(self) -> np.ndarray:
-        """float32 ``[N, C]`` candidate logits (rows not committed are 0)."""
+    def answer_logits_numpy(self, *, check: bool = True) -> np.ndarray:
+        """float32 ``[N, C]`` candidate logits (rows not committed are 0; ``check``: see ``read_bits``)."""
         a = self.plan.arrays["answer_logits"]
         out = np.zeros(a.shape, dtype=np.float32)
         for block in sorted(self.commits):
             start, stop = self.plan.block_range(block)
-            out[start:stop] = chunkio.decode_chunk(a, chunkio.read_chunk(self.path, a, 0, block))[: stop - start]
+            out[start:stop] = chunkio.decode_chunk(a, self._read_chunk(a, 0, block, check))[: stop - start]
         return out
 
-    def answer_logits(self) -> Any:
+    def _expected_sums(self, path: str, layer: int) -> list[str | None]:
+        """The committed checksum of each block's chunk of one layer (None: block not committed)."""
+        return [rec.checksums[path][layer] if (rec := self.commits.get(b)) else None for b in range(self.plan.n_blocks)]
+
+    def _read_chunk(self, a: ArrayPlan, layer: int, block: int, check: bool) -> bytes:
+        data = chunkio.read_chunk(self.path, a, layer, block)
+        if check and chunkio.checksum([data]) != self.commits[block].checksums[a.path][layer]:
+            raise self._mismatch(a, layer, block)
+        return data
+
+    def _mismatch(self, a: ArrayPlan, layer: int, block: int) -> StoreError:
+        start, stop = self.plan.block_range(block)
+        return StoreError(
+            f"{self.path}: chunk {a.chunk_key(layer, block)} (samples [{start}, {stop})) does not match the checksum in "
+            f"its commit record, so it changed after it was written; run 'layerprobe verify {self.path}' and extract again"
+        )
+
+    def answer_logits(self, *, check: bool = True) -> Any:
         """Tensor ``[N, C]`` float32 of candidate logits (rows not committed are 0)."""
         import torch
 
-        return torch.from_numpy(self.answer_logits_numpy())
+        return torch.from_numpy(self.answer_logits_numpy(check=check))
 
     def samples_frame(self) -> Any:
         """A polars DataFrame, one row per sample: index, id, label, class_name, split, sha256, skipped, committed."""
