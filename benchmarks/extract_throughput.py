@@ -2,7 +2,7 @@
 
 For each family a random-weight checkpoint at a realistic small size is built with ``build_tiny``
 (LLM hidden 1024, 16 layers; vision tower 12 blocks of width 768, like SigLIP-B; 224 px; bf16) and
-run over the same synthetic 224x224 grayscale PNGs (``layerprobe.extract.synthetic``) at batch 16.
+run over the same synthetic 224x224 grayscale PNGs (``layerprobe.testing.images``) at batch 16.
 The tiny tokenizer has 2,000 entries, so the checkpoint is re-saved with its vocabulary padded to
 151,936 rows (Qwen2's; Llama's is 32,000, Gemma 3's 262,144): a real LM head's width matters to
 any code that computes logits at every position (``--vocab 0`` keeps 2,000). Three modes, each in
@@ -74,14 +74,14 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
 def _child(args: argparse.Namespace) -> dict:
     import torch
 
-    from layerprobe.extract.adapters import get_adapter
+    from layerprobe.extract.model.adapters import get_adapter
     from layerprobe.extract.capture import Capturer, _to_device  # the Capturer's own input handling
     from layerprobe.extract.config import ExtractConfig
-    from layerprobe.extract.datasets import from_image_folder
-    from layerprobe.extract.loading import load_model
-    from layerprobe.extract.prompt import candidate_token_ids, encode_batch, render_prompt
+    from layerprobe.extract.data.datasets import from_image_folder
+    from layerprobe.extract.model.loading import load_model
+    from layerprobe.extract.model.prompt import candidate_token_ids, encode_batch, render_prompt
     from layerprobe.extract.runner import batch_ranges, make_loader, run_extract
-    from layerprobe.extract.synthetic import CANDIDATES, INSTRUCTION
+    from layerprobe.testing.images import CANDIDATES, INSTRUCTION
 
     work = Path(args.work_dir)
     manifest = from_image_folder(work / "images").head(args.n_images)
@@ -185,8 +185,8 @@ def _sync(device) -> None:
 
 def _checkpoint(family: str, args: argparse.Namespace, models: Path) -> Path:
     """``build_tiny``'s checkpoint, re-saved with its vocabulary padded to ``args.vocab`` rows."""
-    from layerprobe.extract.loading import load_model
-    from layerprobe.extract.tiny import build_tiny
+    from layerprobe.extract.model.loading import load_model
+    from layerprobe.testing import build_tiny
 
     ckpt = build_tiny(family, models, hidden=args.hidden, n_layers=args.layers, vision_layers=args.vision_layers,
                       vision_hidden=args.vision_hidden, image_size=args.image_size)
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         print(json.dumps(_child(args)))
         return
-    from layerprobe.extract.synthetic import make_dataset
+    from layerprobe.testing.images import make_dataset
 
     work = Path(args.work_dir)
     n_per_class = -(-args.n_images // 3)

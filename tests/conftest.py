@@ -22,7 +22,7 @@ TINY_TEST_SIZE = {"hidden": 64, "n_layers": 2, "vision_layers": 2, "image_size":
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """Factory: ``tiny_checkpoint(family, **size) -> Path`` (built once per session and size)."""
-    from layerprobe.extract.tiny import build_tiny
+    from layerprobe.testing import build_tiny
 
     root = tmp_path_factory.mktemp("tiny-models")
 

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from layerprobe.cli import _register, cli
-from layerprobe.extract.synthetic import CANDIDATES, INSTRUCTION, make_dataset
+from layerprobe.testing.images import CANDIDATES, INSTRUCTION, make_dataset
 
 
 def _run(args: list[str]):

@@ -9,8 +9,8 @@ import torch
 
 from layerprobe.errors import ExtractError
 from layerprobe.extract import Capturer, candidate_token_ids, encode_batch, get_adapter, load_model, render_prompt, supported_families
-from layerprobe.extract.adapters import GenericAdapter, load_site_spec
-from layerprobe.extract.tiny import TINY_FAMILIES
+from layerprobe.extract.model.adapters import GenericAdapter, load_site_spec
+from layerprobe.testing import tiny_families
 
 EXAMPLE_SPEC = Path(__file__).resolve().parents[1] / "examples" / "sitespec-llava.toml"
 FAMILIES = {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3", "llava", "llava_next", "idefics3", "smolvlm", "paligemma"}
@@ -36,8 +36,8 @@ def _run(lm, adapter, images):
 
 
 def test_registry_has_every_family_and_accepts_models():
-    assert set(supported_families()) == FAMILIES
-    for model_type in FAMILIES:
+    assert set(supported_families()) == FAMILIES  # discovery finds every shipped family module
+    for model_type in supported_families():
         adapter = get_adapter(model_type)
         assert adapter.model_type == model_type
 
@@ -56,7 +56,7 @@ def test_unknown_family_without_a_spec_says_what_is_supported_and_how_to_write_o
     assert "site spec" in message and "vision_layers" in message and "sitespec-llava.toml" in message
 
 
-@pytest.mark.parametrize("family", TINY_FAMILIES)
+@pytest.mark.parametrize("family", tiny_families())
 def test_generic_spec_reproduces_the_registered_adapter(family, loaded, tiny_images):
     lm = loaded(family)
     registered = get_adapter(lm)

@@ -14,7 +14,7 @@ import torch
 
 from layerprobe.errors import ExtractError
 from layerprobe.extract import Capturer, candidate_token_ids, encode_batch, get_adapter, load_model, render_prompt
-from layerprobe.extract.tiny import TINY_FAMILIES
+from layerprobe.testing import tiny_families
 
 EXACT = 1e-6
 BF16_REL = 2e-2
@@ -87,7 +87,7 @@ def _vision_reference(family, lm, batch):
     return torch.stack([h[:, skip:].mean(1) for h in out.hidden_states[1:]])
 
 
-@pytest.mark.parametrize("family", TINY_FAMILIES)
+@pytest.mark.parametrize("family", tiny_families())
 def test_every_site_matches_independent_references(family, loaded, tiny_images):
     lm = loaded(family)
     paths = get_adapter(lm).paths
@@ -173,7 +173,7 @@ def test_gemma3_pan_and_scan_crops_are_pooled_per_image(loaded):
     assert (result.acts["connector/mean"][0] - result.acts["llm/image_mean"][0]).abs().max() <= EXACT
 
 
-@pytest.mark.parametrize("family", TINY_FAMILIES)
+@pytest.mark.parametrize("family", tiny_families())
 def test_bf16_batched_matches_one_at_a_time(family, loaded, tiny_images):
     lm = loaded(family, "bfloat16")
     _, _, batched = _capture(lm, tiny_images, out_dtype=torch.bfloat16)

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from layerprobe.errors import ExtractError
-from layerprobe.extract.datasets import Manifest, from_image_folder, from_table, resolve_dataset
+from layerprobe.extract.data.datasets import from_image_folder, from_table, resolve_dataset
+from layerprobe.extract.data.manifest import Manifest
 
 
 def _img(path: Path, value: int = 0) -> Path:
@@ -194,3 +195,29 @@ def test_manifest_checks() -> None:
         Manifest(**{**ok, "paths": (), "ids": (), "labels": (), "splits": ()})
     with pytest.raises(ExtractError, match="candidates"):
         Manifest(**ok, candidates=("a", "b"))
+
+
+def test_a_manifest_yields_the_stores_sample_info(tmp_path: Path) -> None:
+    from layerprobe.store import SampleInfo
+
+    m = from_image_folder(_tree(tmp_path / "ds"))
+    info = m.sample_info()
+    assert isinstance(info, SampleInfo) and info.n_classes == len(m.class_names) == 3
+    assert info.ids == m.ids and info.splits == m.splits
+    assert info.labels.dtype == np.int64 and info.labels.tolist() == list(m.labels)
+
+
+def test_per_sample_rules_are_the_sample_infos(tmp_path: Path) -> None:
+    """Duplicate ids, unknown splits and labels out of range fail in SampleInfo, named by the dataset."""
+    from layerprobe.errors import StoreError
+    from layerprobe.store import SampleInfo
+
+    ok = dict(name="d", root=Path("/"), paths=(Path("/a"), Path("/b")), ids=("a", "b"), labels=(0, 1), splits=("", "test"), class_names=("x", "y"))
+    for change, message in (({"ids": ("a", "a")}, "'a' appears twice"), ({"splits": ("", "dev")}, r"unknown split value\(s\) \['dev'\]"),
+                            ({"labels": (0, 2)}, "label 2 is outside 0..1")):
+        with pytest.raises(ExtractError, match=message) as info:
+            Manifest(**{**ok, **change})
+        assert str(info.value).startswith("dataset 'd': ") and "\n" not in str(info.value)
+        with pytest.raises(StoreError, match=message):
+            SampleInfo(change.get("ids", ok["ids"]), np.asarray(change.get("labels", ok["labels"])), change.get("splits", ok["splits"]), n_classes=2)
+    assert SampleInfo(("a",), np.array([7]), ("",)).labels.tolist() == [7]  # no n_classes: the range is the writer's to check

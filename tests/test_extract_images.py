@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from layerprobe.errors import ExtractError
-from layerprobe.extract.images import read_image
+from layerprobe.extract.data.images import read_image
 
 
 def _save(image: Image.Image, path: Path, **kw) -> Path:

@@ -12,7 +12,7 @@ import torch
 
 from layerprobe.errors import ExtractError
 from layerprobe.extract import Capturer, candidate_token_ids, encode_batch, get_adapter, load_model, render_prompt
-from layerprobe.extract.tiny import TINY_FAMILIES, build_tiny
+from layerprobe.testing import build_tiny, tiny_families
 
 
 def _manual_hash(folder: Path) -> str:
@@ -22,7 +22,7 @@ def _manual_hash(folder: Path) -> str:
     return digest.hexdigest()
 
 
-@pytest.mark.parametrize("family", TINY_FAMILIES)
+@pytest.mark.parametrize("family", tiny_families())
 def test_tiny_checkpoint_loads_like_a_user_checkpoint(family, tiny_checkpoint):
     path = tiny_checkpoint(family)
     config = json.loads((path / "config.json").read_text())
@@ -165,3 +165,13 @@ def test_a_hub_id_is_loaded_from_its_snapshot_folder(tiny_checkpoint, monkeypatc
     assert asked == {"repo_id": "someorg/tiny-gemma3", "revision": "v1"}
     assert lm.model_id == "someorg/tiny-gemma3" and lm.model_revision == "v1" and lm.path == folder
     assert lm.model_hash == _manual_hash(folder)
+
+
+def test_load_model_takes_torch_values_and_records_their_names(tiny_checkpoint):
+    path = tiny_checkpoint("llava")
+    lm = load_model(path, dtype=torch.float32, device=torch.device("cpu"))
+    assert lm.model.dtype == torch.float32 and lm.compute_dtype == "float32" and lm.device == "cpu"
+    assert load_model(path, dtype="float32").model_hash == lm.model_hash  # a name is parsed by the same map
+    with pytest.raises(ExtractError, match="not a compute dtype") as info:
+        load_model(path, dtype=torch.int8)
+    assert "\n" not in str(info.value)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from layerprobe.errors import ExtractError, LayerprobeError, StoreError
 from layerprobe.extract.config import ExtractConfig
-from layerprobe.extract.datasets import from_image_folder, from_table
+from layerprobe.extract.data.datasets import from_image_folder, from_table
 from layerprobe.extract.runner import batch_ranges, run_extract
 from layerprobe.store import open_store, verify
 
@@ -107,9 +107,9 @@ def test_run_writes_a_complete_verified_store(reference, images) -> None:
 
 def test_rows_belong_to_their_samples(llava, images, tmp_path) -> None:
     """fp32 run with loader workers: each stored row equals that image's own forward (bf16 storage)."""
-    from layerprobe.extract.images import read_image
-    from layerprobe.extract.loading import load_model
-    from layerprobe.extract.prompt import candidate_token_ids, encode_batch, render_prompt
+    from layerprobe.extract.data.images import read_image
+    from layerprobe.extract.model.loading import load_model
+    from layerprobe.extract.model.prompt import candidate_token_ids, encode_batch, render_prompt
 
     store = open_store(run_extract(config(llava, images, tmp_path / "fp32.zarr", dtype="float32", num_workers=2)))
     loaded = load_model(llava, dtype="float32")
@@ -147,7 +147,7 @@ def test_shards_give_the_same_store(llava, images, reference, tmp_path) -> None:
 def _peft_adapter(model_path: Path, out: Path) -> Path:
     from peft import LoraConfig, get_peft_model
 
-    from layerprobe.extract.loading import load_model
+    from layerprobe.extract.model.loading import load_model
 
     lora = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     get_peft_model(load_model(model_path).model, lora).save_pretrained(out)
@@ -175,7 +175,7 @@ def test_rerun_with_a_different_run_is_refused(llava, images, reference, tiny_ch
 
 
 def test_a_rerun_of_another_run_is_refused_before_loading_the_model(llava, images, reference, tiny_checkpoint, tmp_path, monkeypatch) -> None:
-    import layerprobe.extract.loading as loading
+    import layerprobe.extract.model.loading as loading
 
     def no_loading(*args, **kwargs):
         raise AssertionError("the model was loaded before the run was refused")
@@ -271,10 +271,31 @@ def test_candidates_must_match_classes(llava, images, tmp_path) -> None:
 
 
 def test_loaded_model_must_match_the_config(llava, images, tmp_path) -> None:
-    from layerprobe.extract.loading import load_model
+    from layerprobe.extract.model.loading import load_model
 
     loaded = load_model(llava, dtype="float32")
     with pytest.raises(ExtractError, match="compute_dtype"):
         run_extract(config(llava, images, tmp_path / "l.zarr"), loaded=loaded)
     out = run_extract(replace(config(llava, images, tmp_path / "l.zarr"), dtype="float32"), loaded=loaded)
     assert open_store(out).meta.compute_dtype == "float32"
+
+
+def test_config_parses_device_and_dtype_once_and_the_runner_passes_values(llava, images, tmp_path, monkeypatch) -> None:
+    import layerprobe.extract.model.loading as loading
+
+    cfg = ExtractConfig(model=str(llava), dataset=str(images), out=tmp_path / "v.zarr", device="cpu", dtype="float32")
+    assert cfg.device == torch.device("cpu") and cfg.torch_dtype == torch.float32 and cfg.dtype == "float32"
+    assert replace(cfg, dtype="bfloat16").torch_dtype == torch.bfloat16  # a replaced config is parsed again
+    assert replace(cfg).device is cfg.device
+    with pytest.raises(ExtractError, match="not a torch device"):
+        ExtractConfig(model="m", dataset="d", out=tmp_path / "x.zarr", device="tpu:0")
+    seen = {}
+
+    def record(model, **kwargs):
+        seen.update(kwargs)
+        raise ExtractError("stop here")
+
+    monkeypatch.setattr(loading, "load_model", record)
+    with pytest.raises(ExtractError, match="stop here"):
+        run_extract(cfg)
+    assert seen["dtype"] is torch.float32 and seen["device"] == torch.device("cpu") and isinstance(seen["device"], torch.device)

@@ -7,7 +7,7 @@ import json
 from click.testing import CliRunner
 
 from layerprobe.cli import _register, cli
-from layerprobe.extract.model_registry import MODELS, find_model
+from layerprobe.extract.model.model_registry import MODELS, find_model
 
 
 def test_registry_covers_the_paper() -> None:

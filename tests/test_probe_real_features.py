@@ -12,7 +12,7 @@ import pytest
 
 from layerprobe.extract.config import ExtractConfig
 from layerprobe.extract.runner import run_extract
-from layerprobe.extract.synthetic import CANDIDATES, INSTRUCTION, make_dataset
+from layerprobe.testing.images import CANDIDATES, INSTRUCTION, make_dataset
 from layerprobe.probe.reference import compare_linear_to_sklearn
 from layerprobe.store import open_store
 

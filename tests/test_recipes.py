@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from layerprobe.errors import ExtractError
-from layerprobe.extract.recipes import RECIPES, get_recipe
+from layerprobe.extract.data.recipes import RECIPES, get_recipe
 
 
 def _img(path: Path) -> None:

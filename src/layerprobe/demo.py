@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from layerprobe import vocab
+
 DEMO_FAMILIES = ("llava", "qwen2_vl", "gemma3")
 """Three families behind most of the paper's models: LLaVA (HuatuoGPT-34B), Qwen2-VL (MedVLM-R1,
 and the Qwen2.5-VL line shares its adapter) and Gemma3 (MedGemma)."""
@@ -29,7 +31,7 @@ class DemoConfig:
     out: Path = Path("layerprobe-demo")
     """Folder for models, data, stores, results and the report; reused on a rerun."""
     families: tuple[str, ...] = DEMO_FAMILIES
-    """Tiny model families to build (see ``layerprobe.extract.tiny.TINY_FAMILIES``)."""
+    """Tiny model families to build (see ``layerprobe.testing.TINY_FAMILIES``)."""
     n_per_class: int = 48
     """Synthetic images per class (three classes); 48 keeps the whole demo around a minute or two."""
     image_size: int = 224
@@ -71,10 +73,10 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     """Build, extract, probe, score and report (see the module docstring)."""
     from layerprobe.extract.config import ExtractConfig
     from layerprobe.extract.runner import run_extract
-    from layerprobe.extract.synthetic import CANDIDATES, CLASS_NAMES, INSTRUCTION, make_dataset
-    from layerprobe.extract.tiny import build_tiny
     from layerprobe.fhs.report import build_report
     from layerprobe.probe import SweepConfig, run_sweep
+    from layerprobe.testing import build_tiny
+    from layerprobe.testing.images import CANDIDATES, CLASS_NAMES, INSTRUCTION, make_dataset
 
     from transformers.utils import logging as hf_logging
 
@@ -109,7 +111,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
         SweepConfig(
             stores=tuple(stores),
             out=results,
-            kinds=("mlp", "linear"),
+            kinds=vocab.PROBE_KINDS,
             seeds=cfg.seeds,
             preset=cfg.preset,
             device=cfg.device,

@@ -7,6 +7,8 @@ import time
 
 import click
 
+from layerprobe import vocab
+
 
 def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int]:
     if value is None:
@@ -64,7 +66,7 @@ def _parse_candidates(ctx: click.Context, param: click.Parameter, value: str | N
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0),
               help="Loader processes that decode and preprocess images (0 = in the main process). e.g. --workers 4")
 @click.option("--prefetch", default=2, show_default=True, type=click.IntRange(min=1), help="Batches each loader process prepares ahead. e.g. --prefetch 4")
-@click.option("--dtype", default="bfloat16", show_default=True, type=click.Choice(["bfloat16", "float16", "float32"]),
+@click.option("--dtype", default=vocab.BFLOAT16, show_default=True, type=click.Choice(vocab.COMPUTE_DTYPES),
               help="Compute dtype of the model (activations are stored as bf16 either way). e.g. --dtype float32")
 @click.option("--device", default="auto", show_default=True, metavar="DEV", help="auto (CUDA if present), cpu, cuda or cuda:N. e.g. --device cuda:1")
 @click.option("--shard", callback=_parse_shard, metavar="K/N",

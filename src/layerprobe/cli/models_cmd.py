@@ -22,10 +22,10 @@ def models(as_json: bool) -> None:
       layerprobe models
       layerprobe models --json | jq '.[] | select(.status == "supported") | .hub_id'
     """
-    from layerprobe.extract.adapters.registry import registry
-    from layerprobe.extract.model_registry import MODELS
+    from layerprobe.extract.model.adapters import supported_families
+    from layerprobe.extract.model.model_registry import MODELS
 
-    supported = frozenset(registry())
+    supported = frozenset(supported_families())
     rows = [
         {
             "name": m.name,

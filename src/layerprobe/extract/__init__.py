@@ -1,5 +1,10 @@
 """Extraction: load an MLLM, capture every site in one forward per batch, stream into a store.
 
+Layout: :mod:`.model` (loading, adapters, prompts: the model side), :mod:`.data` (manifests,
+recipes, image decoding: the data side), and at the top what joins them: :mod:`.config` (a run),
+:mod:`.capture` (hooks that pool every site) and :mod:`.runner` (the batched one-pass loop).
+Tiny test checkpoints and synthetic images are fixtures, in :mod:`layerprobe.testing`.
+
 Names are re-exported lazily (PEP 562), so ``import layerprobe.extract`` does not import torch or
 transformers; each name loads its module on first use.
 """
@@ -10,26 +15,24 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "load_model": "loading",
-    "load_processor": "loading",
-    "LoadedModel": "loading",
-    "get_adapter": "adapters",
-    "supported_families": "adapters",
-    "load_site_spec": "adapters",
-    "Adapter": "adapters",
-    "SitePaths": "adapters",
+    "load_model": "model.loading",
+    "load_processor": "model.loading",
+    "LoadedModel": "model.loading",
+    "get_adapter": "model.adapters",
+    "supported_families": "model.adapters",
+    "load_site_spec": "model.adapters",
+    "Adapter": "model.adapters",
+    "SitePaths": "model.adapters",
+    "render_prompt": "model.prompt",
+    "candidate_token_ids": "model.prompt",
+    "encode_batch": "model.prompt",
     "Capturer": "capture",
     "CaptureResult": "capture",
-    "build_tiny": "tiny",
-    "TINY_FAMILIES": "tiny",
-    "render_prompt": "prompt",
-    "candidate_token_ids": "prompt",
-    "encode_batch": "prompt",
     "ExtractConfig": "config",
     "run_extract": "runner",
-    "Manifest": "datasets",
-    "resolve_dataset": "datasets",
-    "get_recipe": "recipes",
+    "Manifest": "data.manifest",
+    "resolve_dataset": "data.datasets",
+    "get_recipe": "data.recipes",
 }
 """Public name -> module under ``layerprobe.extract`` that defines it."""
 

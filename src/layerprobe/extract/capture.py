@@ -44,13 +44,14 @@ import torch
 from torch import nn
 
 from layerprobe.errors import ExtractError
-from layerprobe.extract.adapters.base import Adapter, Part
+from layerprobe.extract.model.adapters.base import Adapter, Part
+from layerprobe.vocab import (
+    CONNECTOR, CONNECTOR_INNER, INNER, LLM_FINAL, LLM_IMAGE, VISION, connector_layer_names, llm_layer_names, vision_layer_names,
+)
 
 if TYPE_CHECKING:
     from layerprobe.store import SiteSpec
 
-VISION, CONNECTOR, CONNECTOR_INNER = "vision/mean", "connector/mean", "connector/inner_mean"
-LLM_IMAGE, LLM_FINAL = "llm/image_mean", "llm/final_token"
 _DROPPED_INPUTS = ("labels",)  # PaliGemma's processor always returns labels; a forward with them computes a loss
 
 
@@ -80,7 +81,7 @@ class Capturer:
     """Captures every site of ``loaded.model`` in one forward per batch (see the module docstring)."""
 
     def __init__(self, loaded: Any, adapter: Adapter, candidate_token_ids: Sequence[int], *, out_dtype: torch.dtype = torch.bfloat16):
-        """``loaded``: a :class:`~layerprobe.extract.loading.LoadedModel` (or anything with ``.model``).
+        """``loaded``: a :class:`~layerprobe.extract.model.loading.LoadedModel` (or anything with ``.model``).
 
         ``out_dtype`` is the dtype of the returned activations; bf16 is what the store keeps, fp32 is
         for exactness tests on fp32 models.
@@ -268,18 +269,17 @@ def _resolve(model: nn.Module, adapter: Adapter) -> _Sites:
     inner = _module(model, paths.connector_inner, adapter) if paths.connector_inner else None
     llm_width = _out_width(llm_norm, paths.llm_norm)
     widths = {VISION: _out_width(vision_blocks[0], paths.vision_layers + ".0"), CONNECTOR: llm_width, LLM_IMAGE: llm_width, LLM_FINAL: llm_width}
-    layers: dict[str, tuple[str, ...]] = {VISION: tuple(f"block_{i}" for i in range(len(vision_blocks)))}
-    connector_layers: tuple[str, ...] = ("output",)
+    layers: dict[str, tuple[str, ...]] = {VISION: vision_layer_names(len(vision_blocks))}
+    inner_in_connector = False
     if inner is not None:
         inner_width = _inner_width(model, paths.connector_inner or "")
-        if inner_width == llm_width:
-            connector_layers = ("inner", "output")
-        else:
+        inner_in_connector = inner_width == llm_width
+        if not inner_in_connector:
             widths[CONNECTOR_INNER] = inner_width
-    layers[CONNECTOR] = connector_layers
+    layers[CONNECTOR] = connector_layer_names(inner_in_connector)
     if CONNECTOR_INNER in widths:
-        layers[CONNECTOR_INNER] = ("inner",)
-    llm_names = ("embed", *(f"layer_{i}" for i in range(1, len(llm_layers) + 1)))
+        layers[CONNECTOR_INNER] = (INNER,)
+    llm_names = llm_layer_names(len(llm_layers))
     layers[LLM_IMAGE] = llm_names
     layers[LLM_FINAL] = llm_names
     return _Sites(vision_blocks, connector, inner, llm_layers, llm_norm, widths, layers)

@@ -4,22 +4,27 @@ Fields that decide the stored bytes (model, revision, adapter, dataset, prompt, 
 are recorded in the store, and a resumed run must repeat them. The rest (batch size, workers,
 device, shard, progress) are runtime settings; ``batch_size`` is recorded as information only,
 although it changes bf16 results slightly, because a batch's make-up does (field notes).
+
+Text is parsed here, once: ``device`` becomes a ``torch.device`` and ``dtype`` gets its torch
+dtype (``torch_dtype``), so the runner and ``load_model`` below only ever see values.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from layerprobe import vocab
+from layerprobe.devices import parse_device
 from layerprobe.errors import ExtractError
+from layerprobe.extract.model.dtypes import compute_dtype
 
 if TYPE_CHECKING:
-    from layerprobe.extract.datasets import Manifest
+    import torch
 
-DTYPES = ("bfloat16", "float16", "float32")
-"""Compute dtypes a run accepts (names as torch spells them)."""
+    from layerprobe.extract.data.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -54,10 +59,12 @@ class ExtractConfig:
     """DataLoader worker processes that decode and preprocess images; 0 = in the main process."""
     prefetch: int = 2
     """Batches each worker prepares ahead of the forward pass."""
-    dtype: str = "bfloat16"
-    """Compute dtype of the model: bf16 by default (1.6-2.3x faster than fp32 on CPUs with AMX)."""
-    device: str = "auto"
-    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    dtype: str = vocab.BFLOAT16
+    """Compute dtype of the model, by name (one of ``vocab.COMPUTE_DTYPES``; the store records it):
+    bf16 by default (1.6-2.3x faster than fp32 on CPUs with AMX)."""
+    device: torch.device | str = "auto"
+    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``, or a ``torch.device``;
+    a string is parsed into a ``torch.device`` here."""
     shard: tuple[int, int] = (0, 1)
     """``(k, n)``: this process writes blocks ``k, k+n, k+2n, ...`` of the store."""
     limit: int | None = None
@@ -69,6 +76,8 @@ class ExtractConfig:
     """Samples per store chunk and commit block; None = the store's default."""
     progress: bool = True
     """Show a progress bar (only on a terminal)."""
+    torch_dtype: torch.dtype = field(init=False, repr=False, compare=False)
+    """``dtype`` as the torch dtype the model runs in (set from ``dtype``, not given)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -76,8 +85,7 @@ class ExtractConfig:
             object.__setattr__(self, "candidates", tuple(self.candidates))
             if len(self.candidates) < 2 or len(set(self.candidates)) != len(self.candidates):
                 raise ExtractError(f"candidates {list(self.candidates)} must be at least two distinct answers, one per class")
-        if self.dtype not in DTYPES:
-            raise ExtractError(f"dtype {self.dtype!r} is not supported; use one of {', '.join(DTYPES)}")
+        object.__setattr__(self, "torch_dtype", compute_dtype(self.dtype))
         for name, least in (("batch_size", 1), ("num_workers", 0), ("prefetch", 1)):
             if getattr(self, name) < least:
                 raise ExtractError(f"{name} must be at least {least}, got {getattr(self, name)}")
@@ -90,3 +98,5 @@ class ExtractConfig:
             raise ExtractError(f"shard {k}/{n} is invalid; use k/n with 0 <= k < n, e.g. 0/4")
         if self.prompt is not None and not self.prompt.strip():
             raise ExtractError("prompt is empty; pass an instruction or leave it out to use the dataset's own")
+        if isinstance(self.device, str):
+            object.__setattr__(self, "device", parse_device(self.device, ExtractError))

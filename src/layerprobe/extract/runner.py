@@ -38,16 +38,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from layerprobe.devices import parse_device
 from layerprobe.errors import ExtractError, LayerprobeError
 from layerprobe.extract.config import ExtractConfig
-from layerprobe.extract.datasets import Manifest, resolve_dataset
-from layerprobe.extract.images import read_image
+from layerprobe.extract.data.datasets import resolve_dataset
+from layerprobe.extract.data.manifest import Manifest
+from layerprobe.extract.data.images import read_image
 
 if TYPE_CHECKING:
     import torch
 
-    from layerprobe.extract.loading import LoadedModel
+    from layerprobe.extract.model.loading import LoadedModel
 
 _QUEUE_DEPTH = 4
 """Batches that may wait for the writer; bounds memory while absorbing slow disk moments."""
@@ -319,11 +319,11 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
 
     from tqdm.auto import tqdm
 
-    from layerprobe.extract.adapters import get_adapter
+    from layerprobe.extract.model.adapters import get_adapter
     from layerprobe.extract.capture import Capturer
-    from layerprobe.extract.loading import load_model
-    from layerprobe.extract.prompt import candidate_token_ids, encode_batch, render_prompt
-    from layerprobe.store import RunMeta, SampleInfo, StoreWriter
+    from layerprobe.extract.model.loading import load_model
+    from layerprobe.extract.model.prompt import candidate_token_ids, encode_batch, render_prompt
+    from layerprobe.store import RunMeta, StoreWriter
 
     manifest = _manifest(cfg)
     candidates = cfg.candidates or manifest.candidates or manifest.class_names
@@ -335,7 +335,7 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
     instruction = cfg.prompt or manifest.instruction or default_instruction(candidates)
     _refuse_other_run(cfg, manifest, candidates)
     if loaded is None:
-        loaded = load_model(cfg.model, dtype=cfg.dtype, device=str(parse_device(cfg.device, ExtractError)), adapter=cfg.adapter,
+        loaded = load_model(cfg.model, dtype=cfg.torch_dtype, device=cfg.device, adapter=cfg.adapter,
                             trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
     else:
         _check_loaded(loaded, cfg)
@@ -350,7 +350,7 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
         candidates=tuple(candidates), candidate_token_ids=token_ids, class_names=manifest.class_names,
         compute_dtype=cfg.dtype, extra={"instruction": instruction, "batch_size": cfg.batch_size, "device": loaded.device},
     )
-    samples = SampleInfo(ids=manifest.ids, labels=np.asarray(manifest.labels, dtype=np.int64), splits=manifest.splits)
+    samples = manifest.sample_info()
     with StoreWriter.open(cfg.out, meta, capturer.site_specs(), samples, chunk_samples=cfg.chunk_samples) as writer:
         batches = batch_ranges(writer.pending_blocks(shard=cfg.shard), cfg.batch_size)
         if not batches:  # complete already (or this shard is): nothing to load

@@ -143,7 +143,8 @@ class RunMeta:
 
 @dataclass(frozen=True)
 class SampleInfo:
-    """Per-sample columns known before extraction (from the dataset manifest)."""
+    """Per-sample columns known before extraction (from the dataset manifest), and the one place
+    their per-sample rules are checked: ids unique, splits known, labels in range."""
 
     ids: tuple[str, ...]
     """Sample ids (relative image paths or given ids), unique."""
@@ -151,6 +152,9 @@ class SampleInfo:
     """int64 ``(n_samples,)``: index into ``RunMeta.class_names``."""
     splits: tuple[str, ...]
     """``"train"``, ``"val"``, ``"test"`` or ``""`` per sample."""
+    n_classes: int | None = None
+    """How many classes the labels index; given, every label must lie in ``0..n_classes-1``
+    (``None`` leaves the range to whoever knows the class names)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ids", tuple(str(i) for i in self.ids))
@@ -166,11 +170,20 @@ class SampleInfo:
             raise StoreError("a store needs at least one sample; the manifest is empty")
         if len(labels) != n or len(self.splits) != n:
             raise StoreError(f"{n} ids, {len(labels)} labels and {len(self.splits)} splits; give one of each per sample")
-        if len(set(self.ids)) != n:
-            raise StoreError("sample ids are not unique; each sample needs its own id (e.g. its relative path)")
+        seen: set[str] = set()
+        for sample_id in self.ids:
+            if sample_id in seen:
+                raise StoreError(f"sample ids are not unique ({sample_id!r} appears twice); each sample needs its own id (e.g. its relative path)")
+            seen.add(sample_id)
         bad = sorted(set(self.splits) - set(SPLITS))
         if bad:
             raise StoreError(f"unknown split value(s) {bad}; use 'train', 'val', 'test' or ''")
+        if self.n_classes is not None:
+            outside = labels[(labels < 0) | (labels >= self.n_classes)]
+            if outside.size:
+                raise StoreError(
+                    f"label {int(outside[0])} is outside 0..{self.n_classes - 1} ({self.n_classes} classes); labels index class_names"
+                )
 
     @property
     def n_samples(self) -> int:

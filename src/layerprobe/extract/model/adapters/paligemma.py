@@ -7,8 +7,8 @@ the instruction right after the image placeholder.
 
 from __future__ import annotations
 
-from layerprobe.extract.adapters.base import Adapter, standard_paths
-from layerprobe.extract.adapters.registry import register
+from layerprobe.extract.model.adapters.base import Adapter, standard_paths
+from layerprobe.extract.model.adapters.registry import register
 
 
 @register("paligemma")

@@ -3,7 +3,7 @@
 Each entry says where the checkpoint lives on the Hugging Face Hub, which transformers family
 (`model_type`) it loads as, and what a user must add: models whose `model_type` has a built-in
 adapter run with `--model ID` alone; custom-code models need `--trust-remote-code` and a site spec
-(`--site-spec FILE`, see `layerprobe.extract.adapters.generic`), because their module paths are
+(`--site-spec FILE`, see `layerprobe.extract.model.adapters.generic`), because their module paths are
 defined by their own code, which we cannot load offline to check.
 
 Hub ids are as published by their authors; a user with a local copy passes the folder instead.

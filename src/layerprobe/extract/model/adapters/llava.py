@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from layerprobe.extract.adapters.base import Adapter, standard_paths
-from layerprobe.extract.adapters.registry import register
+from layerprobe.extract.model.adapters.base import Adapter, standard_paths
+from layerprobe.extract.model.adapters.registry import register
 
 LLAVA_PATHS = standard_paths("model.multi_modal_projector", connector_inner="model.multi_modal_projector.act")
 

@@ -1,5 +1,7 @@
 """A small labelled image set with a real visual signal, made offline: synthetic breast ultrasound.
 
+A fixture of the demo, the tests and the extraction benchmark (it is no dataset of the study).
+
 Three classes mimic BUSI: ``normal`` (speckled tissue only), ``benign`` (an oval, smooth-edged,
 dark lesion) and ``malignant`` (an irregular, spiculated dark lesion with a shadow beneath it).
 Size, position, contrast and speckle vary per image, so a probe has to read shape and texture, not

@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from layerprobe.extract.adapters.base import Adapter, Part
-from layerprobe.extract.adapters.llava import LLAVA_PATHS, has_cls
-from layerprobe.extract.adapters.registry import register
+from layerprobe.extract.model.adapters.base import Adapter, Part
+from layerprobe.extract.model.adapters.llava import LLAVA_PATHS, has_cls
+from layerprobe.extract.model.adapters.registry import register
 
 
 @dataclass(frozen=True)

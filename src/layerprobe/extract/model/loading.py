@@ -12,6 +12,9 @@ Design choices:
   mtimes) and cached, since hashing a 7B checkpoint takes tens of seconds.
 - safetensors only by default (no pickle is unpickled unless ``use_safetensors=False``);
   ``trust_remote_code`` is off unless asked for.
+- ``dtype`` and ``device`` are torch values, parsed once by whoever read them as text (the run's
+  config); a string is still taken from direct Python callers and parsed by the same one parser
+  (:func:`~.dtypes.compute_dtype`, :func:`layerprobe.devices.parse_device`).
 - The model is built with ``dtype`` as the construction dtype (transformers does this for
   ``from_pretrained(dtype=...)``), so rotary buffers are computed in that dtype, not cast later.
 - A peft LoRA adapter is loaded unmerged (merging in bf16 shifts outputs by ~2e-2); the injected
@@ -30,10 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from layerprobe.devices import parse_device
 from layerprobe.errors import ExtractError
+from layerprobe.extract.model.dtypes import compute_dtype, dtype_name
 
-DTYPES = ("bfloat16", "float16", "float32")
 _WEIGHT_SUFFIXES = {True: (".safetensors",), False: (".safetensors", ".bin", ".pt", ".pth")}
 
 
@@ -58,7 +63,7 @@ class LoadedModel:
     adapter_hash: str | None
     """SHA-256 over the adapter folder's files, or ``None``."""
     compute_dtype: str
-    """``bfloat16``, ``float16`` or ``float32``."""
+    """Name of the dtype the model runs in (one of ``vocab.COMPUTE_DTYPES``), as the store records it."""
     device: str
     """Device the model runs on, e.g. ``cpu`` or ``cuda:0``."""
     path: Path
@@ -68,24 +73,22 @@ class LoadedModel:
 def load_model(
     model: str | os.PathLike,
     *,
-    dtype: str = "bfloat16",
-    device: str = "cpu",
+    dtype: torch.dtype | str = torch.bfloat16,
+    device: torch.device | str = "cpu",
     adapter: str | os.PathLike | None = None,
     trust_remote_code: bool = False,
     revision: str | None = None,
     use_safetensors: bool = True,
 ) -> LoadedModel:
     """Load ``model`` (local folder or hub id) + processor; see the module docstring."""
-    import torch
-
-    if dtype not in DTYPES:
-        raise ExtractError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
-    torch_device = parse_device(device, ExtractError)
+    torch_dtype = dtype if isinstance(dtype, torch.dtype) else compute_dtype(dtype)
+    name = dtype_name(torch_dtype)
+    torch_device = device if isinstance(device, torch.device) else parse_device(device, ExtractError)
     path = _local_folder(str(model), revision)
     weights = _weight_files(path, use_safetensors)
     model_hash = _hash_files(tuple(weights))
     config = _load_config(path, trust_remote_code)
-    net = _load_weights(path, config, getattr(torch, dtype), trust_remote_code, use_safetensors)
+    net = _load_weights(path, config, torch_dtype, trust_remote_code, use_safetensors)
     adapter_hash = None
     if adapter is not None:
         net, adapter_hash = _attach_adapter(net, Path(adapter))
@@ -100,7 +103,7 @@ def load_model(
         model_hash=model_hash,
         adapter=None if adapter is None else str(adapter),
         adapter_hash=adapter_hash,
-        compute_dtype=dtype,
+        compute_dtype=name,
         device=str(torch_device),
         path=path,
     )
@@ -110,7 +113,7 @@ def load_processor(path: str | os.PathLike, model_type: str, trust_remote_code: 
     """The processor of a checkpoint folder (video-free where needed), tokenizer padding on the left."""
     from transformers import AutoProcessor
 
-    from layerprobe.extract.processors import IMAGE_ONLY_PROCESSORS
+    from layerprobe.extract.model.processors import IMAGE_ONLY_PROCESSORS
 
     processor_class = IMAGE_ONLY_PROCESSORS.get(model_type)
     try:

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from layerprobe.extract.adapters.base import Adapter, Part, standard_paths
-from layerprobe.extract.adapters.registry import register
+from layerprobe.extract.model.adapters.base import Adapter, Part, standard_paths
+from layerprobe.extract.model.adapters.registry import register
 
 
 @dataclass(frozen=True)

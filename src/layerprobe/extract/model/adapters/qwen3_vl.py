@@ -9,9 +9,9 @@ addition shows up from the next layer on. The DeepStack mergers are not captured
 
 from __future__ import annotations
 
-from layerprobe.extract.adapters.base import Adapter, standard_paths
-from layerprobe.extract.adapters.qwen2_vl import QwenVLAdapter
-from layerprobe.extract.adapters.registry import register
+from layerprobe.extract.model.adapters.base import Adapter, standard_paths
+from layerprobe.extract.model.adapters.qwen2_vl import QwenVLAdapter
+from layerprobe.extract.model.adapters.registry import register
 
 
 @register("qwen3_vl")

@@ -2,7 +2,7 @@
 
 A recipe knows a dataset's folder layout, its class order, the paper's instruction (appendix A) and
 its candidate answers, with candidate ``i`` answering class ``i`` (the store contract). It turns a
-local folder into a :class:`~layerprobe.extract.datasets.Manifest`; nothing is downloaded.
+local folder into a :class:`~layerprobe.extract.data.manifest.Manifest`; nothing is downloaded.
 
 Choices:
 - BUSI has no official split: splits are left empty and the probe engine draws a stratified split.
@@ -21,8 +21,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from layerprobe import vocab
 from layerprobe.errors import ExtractError
-from layerprobe.extract.datasets import Manifest, Row, is_metadata, iter_images
+from layerprobe.extract.data.files import is_metadata, iter_images
+from layerprobe.extract.data.manifest import Manifest, Row
+
 
 @dataclass(frozen=True)
 class DatasetRecipe:
@@ -90,7 +93,7 @@ def _scan_busi(root: Path) -> list[Row]:
         for path in iter_images(dirs[name]):
             if "_mask" in path.stem.lower():
                 continue
-            rows.append((path.relative_to(root).as_posix(), label, ""))
+            rows.append((path.relative_to(root).as_posix(), label, vocab.UNASSIGNED))
     return rows
 
 
@@ -100,17 +103,17 @@ def _scan_covid_ct(root: Path) -> list[Row]:
         return []
     rows: list[Row] = []
     for label, name in enumerate(("CT_COVID", "CT_NonCOVID")):
-        rows += [(p.relative_to(root).as_posix(), label, "") for p in iter_images(dirs[name])]
+        rows += [(p.relative_to(root).as_posix(), label, vocab.UNASSIGNED) for p in iter_images(dirs[name])]
     return rows
 
 
 def _scan_chest_xray(root: Path) -> list[Row]:
     for d in _child_dirs(root, 3):
         splits = {c.name.lower(): c for c in d.iterdir() if c.is_dir()}
-        if "train" not in splits or "test" not in splits:
+        if vocab.TRAIN not in splits or vocab.TEST not in splits:
             continue
         rows: list[Row] = []
-        for split in ("train", "val", "test"):
+        for split in vocab.SPLITS:
             if split not in splits:
                 continue
             classes = {c.name.upper(): c for c in splits[split].iterdir() if c.is_dir()}

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from layerprobe.errors import ExtractError
-from layerprobe.extract.adapters.base import Adapter, SitePaths
-from layerprobe.extract.adapters.generic import GenericAdapter, load_site_spec
-from layerprobe.extract.adapters.registry import register, registry
+from layerprobe.extract.model.adapters.base import Adapter, SitePaths
+from layerprobe.extract.model.adapters.generic import GenericAdapter, load_site_spec
+from layerprobe.extract.model.adapters.registry import register, registry
 
 __all__ = ["Adapter", "GenericAdapter", "SitePaths", "get_adapter", "load_site_spec", "register", "supported_families"]
 

@@ -1,18 +1,16 @@
 """The adapter registry: HF ``model_type`` -> adapter, filled by the :func:`register` decorator.
 
-Family modules are imported on the first lookup (not when ``layerprobe.extract`` is imported), so
-importing the package stays light and registration has no import-time side effect elsewhere.
+Family modules are found on disk and imported on the first lookup (not when
+``layerprobe.extract`` is imported), so importing the package stays light and a new family is one
+new module in this package, with no list to update.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
-from layerprobe.extract.adapters.base import Adapter
-
-_FAMILY_MODULES = ("llava", "llava_next", "qwen2_vl", "qwen3_vl", "gemma3", "idefics3", "paligemma")
-"""Modules under ``layerprobe.extract.adapters`` that register families."""
+from layerprobe.discovery import import_submodules
+from layerprobe.extract.model.adapters.base import Adapter
 
 _REGISTRY: dict[str, Adapter] = {}
 
@@ -31,7 +29,6 @@ def register(*model_types: str) -> Callable[[Callable[[str], Adapter]], Callable
 
 
 def registry() -> dict[str, Adapter]:
-    """All registered adapters (imports the family modules on first use)."""
-    for name in _FAMILY_MODULES:
-        importlib.import_module(f"layerprobe.extract.adapters.{name}")
+    """All registered adapters (imports every module of this package on first use)."""
+    import_submodules(__package__)
     return dict(_REGISTRY)

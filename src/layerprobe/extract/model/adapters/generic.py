@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from layerprobe.errors import ExtractError
-from layerprobe.extract.adapters.base import Adapter, Part, SitePaths
+from layerprobe.extract.model.adapters.base import Adapter, Part, SitePaths
 
 _PATH_KEYS = tuple(f.name for f in fields(SitePaths))
 _OPTION_KEYS = ("vision_prefix_tokens", "image_token_id", "spatial_merge_size", "plain_prompt", "model_type")
