@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from layerprobe.errors import ExtractError
-from layerprobe.extract.candidates import match_candidates, parse_candidates
+from layerprobe.extract.data.candidates import match_candidates, parse_candidates
 
 FOLDER_ORDER = ("benign", "malignant", "normal")  # how an image folder sorts BUSI's classes
 
