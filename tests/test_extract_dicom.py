@@ -24,7 +24,9 @@ from pydicom.pixels import apply_color_lut, convert_color_space, get_decoder, pi
 from pydicom.sequence import Sequence  # noqa: E402
 
 from layerprobe.errors import ExtractError  # noqa: E402
+from layerprobe.extract.datasets import iter_images  # noqa: E402
 from layerprobe.extract.dicom import decode_dicom, parse_frame_rule  # noqa: E402
+from layerprobe.extract.images import read_image  # noqa: E402
 
 
 def _real(name: str) -> Path:
@@ -264,6 +266,10 @@ def test_non_dicom_files_named_dcm_are_one_line_errors(tmp_path: Path) -> None:
     Image.new("RGB", (8, 8), (9, 9, 9)).save(png, "PNG")
     for where, data in [("photo.dcm", png.getvalue()), ("notes.dcm", b"patient list\n" * 40), ("empty.dcm", b"")]:
         assert "not a DICOM image" in _one_line_error(data, where)
+    path = tmp_path / "photo.dcm"
+    path.write_bytes(png.getvalue())
+    with pytest.raises(ExtractError, match="photo.dcm is not a DICOM image"):
+        read_image(path)
 
 
 def test_a_missing_decoder_names_what_to_install() -> None:
@@ -283,3 +289,29 @@ def test_a_file_without_preamble_or_file_meta_is_read_by_force() -> None:
     pydicom.dcmwrite(buf, ds, enforce_file_format=False, implicit_vr=False, little_endian=True)
     assert buf.getvalue()[128:132] != b"DICM"
     np.testing.assert_array_equal(_decode(buf.getvalue()), reference)
+
+
+# --- read_image and folder scanning ---------------------------------------------------------------
+
+
+def test_read_image_decodes_dicom_by_suffix_or_magic_and_hashes_the_file_bytes(tmp_path: Path) -> None:
+    data = _real("MR_small.dcm").read_bytes()
+    expected = _decode(data)
+    for name in ("scan.DCM", "scan.dicom", "scan_without_suffix"):  # the last is found by 'DICM' at 128
+        path = tmp_path / name
+        path.write_bytes(data)
+        decoded = read_image(path)
+        assert decoded.image.mode == "RGB" and decoded.image.size == (64, 64)
+        np.testing.assert_array_equal(np.asarray(decoded.image)[..., 0], expected)
+        assert decoded.sha256 == hashlib.sha256(data).hexdigest()
+    multi = tmp_path / "dose.dcm"
+    multi.write_bytes(_real("rtdose.dcm").read_bytes())
+    with pytest.raises(ExtractError, match="dose.dcm is a multi-frame"):
+        read_image(multi)
+    assert read_image(multi, frame="middle").image.size == (10, 10)
+
+
+def test_folder_scans_list_dicom_files(tmp_path: Path) -> None:
+    for name in ("a.dcm", "b.DICOM", "c.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in iter_images(tmp_path)] == ["a.dcm", "b.DICOM"]

@@ -38,7 +38,7 @@ from pathlib import Path, PurePosixPath
 
 from layerprobe.errors import ExtractError
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm", ".pbm"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm", ".pbm", ".dcm", ".dicom"})
 """File suffixes (lower case) treated as images when scanning a folder."""
 METADATA_NAMES = frozenset({"__macosx", "@eadir", "thumbs.db", "desktop.ini"})
 """Archive and OS metadata names (lower case) skipped wherever they appear in a path."""
