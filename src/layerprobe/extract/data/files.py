@@ -11,7 +11,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm", ".pbm"})
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
+"""File suffixes (lower case) of DICOM files (decoded by ``data/dicom.py``)."""
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm", ".pbm"}) | DICOM_SUFFIXES
 """File suffixes (lower case) treated as images when scanning a folder."""
 METADATA_NAMES = frozenset({"__macosx", "@eadir", "thumbs.db", "desktop.ini"})
 """Archive and OS metadata names (lower case) skipped wherever they appear in a path."""

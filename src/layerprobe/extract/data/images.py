@@ -14,6 +14,10 @@ Choices (each one changes what the model sees, so they are fixed here and nowher
 - Palette, 1-bit, grayscale, CMYK, YCbCr and other modes use PIL's own conversion to RGB;
   grayscale is replicated into three equal channels.
 - Multi-frame files (GIF, multi-page TIFF) give their first frame.
+- DICOM (a ``.dcm``/``.dicom`` name, or ``DICM`` at byte 128) is decoded by
+  :func:`layerprobe.extract.data.dicom.decode_dicom` (rescale, window, MONOCHROME1; its docstring has
+  the choices); a multi-frame DICOM needs a frame rule (``frame=``), unlike GIF/TIFF, because its
+  frames are slices of one volume, not pages.
 - A missing, unreadable, truncated or corrupt file is an :class:`ExtractError` naming the file.
 """
 
@@ -28,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from layerprobe.errors import ExtractError
+from layerprobe.extract.data.dicom import FrameRule, decode_dicom, looks_like_dicom
 
 _HIGH_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
@@ -40,8 +45,11 @@ class DecodedImage(NamedTuple):
     """SHA-256 (hex) of the file's bytes."""
 
 
-def read_image(path: str | Path) -> DecodedImage:
-    """Read, hash and decode ``path`` (see the module docstring); errors name the file."""
+def read_image(path: str | Path, *, frame: FrameRule = None) -> DecodedImage:
+    """Read, hash and decode ``path`` (see the module docstring); errors name the file.
+
+    ``frame`` picks the frame of a multi-frame DICOM (see :data:`~layerprobe.extract.data.dicom.FrameRule`).
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -49,6 +57,8 @@ def read_image(path: str | Path) -> DecodedImage:
         raise ExtractError(f"image {path} does not exist; fix the dataset or pass --skip-bad to record it as skipped") from None
     except OSError as err:
         raise ExtractError(f"image {path} cannot be read ({err.strerror or err}); fix its permissions or pass --skip-bad") from None
+    if looks_like_dicom(path.name, data):
+        return DecodedImage(decode_dicom(data, str(path), frame=frame), hashlib.sha256(data).hexdigest())
     try:
         with Image.open(io.BytesIO(data)) as opened:
             opened.load()
