@@ -162,7 +162,7 @@ def test_rerun_with_a_different_run_is_refused(llava, images, reference, tiny_ch
         "model": {"model": str(tiny_checkpoint("llava", seed=1))},
         "adapter": {"adapter": str(_peft_adapter(llava, tmp_path / "lora"))},
         "manifest_sha256": {"dataset": str(other_images)},
-        "candidates": {"candidates": ("kitty", "doggy")},
+        "candidates": {"candidates": {"cat": "kitty", "dog": "doggy"}},
     }
     for field, change in changes.items():
         with pytest.raises(LayerprobeError) as info:
@@ -185,7 +185,7 @@ def test_a_rerun_of_another_run_is_refused_before_loading_the_model(llava, image
         "model_id": {"model": str(tiny_checkpoint("llava", seed=1))},
         "adapter": {"adapter": str(tmp_path / "some-lora")},
         "manifest_sha256": {"dataset": str(make_images(tmp_path / "pets", n_per_class=4))},
-        "candidates": {"candidates": ("kitty", "doggy")},
+        "candidates": {"candidates": {"cat": "kitty", "dog": "doggy"}},
         "compute_dtype": {"dtype": "float32"},
     }
     for field, change in changes.items():
@@ -266,8 +266,25 @@ def test_config_checks(tmp_path) -> None:
 
 
 def test_candidates_must_match_classes(llava, images, tmp_path) -> None:
-    with pytest.raises(ExtractError, match="3 candidates for 2 classes"):
+    with pytest.raises(ExtractError, match="candidate 'a' names none of the classes"):
         run_extract(config(llava, images, tmp_path / "c.zarr", candidates=("a", "b", "c")))
+    with pytest.raises(ExtractError, match="names class .bird., which the dataset does not have"):
+        run_extract(config(llava, images, tmp_path / "c.zarr", candidates={"cat": "kitty", "bird": "tweety"}))
+
+
+def test_candidates_are_paired_with_their_classes_by_name(llava, images, tmp_path, monkeypatch) -> None:
+    # a natural order (dog first) against the folder order (cat, dog): matched, not zipped
+    out = run_extract(config(llava, images, tmp_path / "n.zarr", candidates=("Dog", "Cat")))
+    meta = open_store(out).meta
+    assert meta.class_names == ("cat", "dog") and meta.candidates == ("Cat", "Dog")
+    out = run_extract(config(llava, images, tmp_path / "m.zarr", candidates={"dog": "Yes", "cat": "No"}))
+    assert open_store(out).meta.candidates == ("No", "Yes")
+
+    from layerprobe.extract.model import loading
+
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model must not load for a wrong mapping"))
+    with pytest.raises(ExtractError, match="is given for class 'cat' but names class 'dog'"):
+        run_extract(config(llava, images, tmp_path / "w.zarr", candidates={"cat": "Dog", "dog": "Cat"}))
 
 
 def test_loaded_model_must_match_the_config(llava, images, tmp_path) -> None:

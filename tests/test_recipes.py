@@ -50,7 +50,8 @@ def test_covid_ct_folders(tmp_path: Path) -> None:
     _junk(tmp_path)
     m = get_recipe("covid19-ct").manifest(tmp_path)
     assert np.bincount(np.asarray(m.labels)).tolist() == [3, 2]
-    assert RECIPES["covid-ct"].candidates == ("Yes", "No")
+    assert RECIPES["covid-ct"].candidates == {"covid": "Yes", "non-covid": "No"}
+    assert m.candidates == ("Yes", "No") and m.class_names == ("covid", "non-covid")
 
 
 def test_chest_xray_keeps_official_split_and_ignores_nested_copy(tmp_path: Path) -> None:
@@ -88,6 +89,6 @@ def test_missing_folder_and_unknown_recipe(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_candidates_align_with_classes(name: str) -> None:
     r = RECIPES[name]
-    assert len(r.candidates) == len(r.class_names) >= 2
-    for c in r.candidates:
+    assert set(r.candidates) == set(r.class_names) and len(r.class_names) >= 2
+    for c in r.candidates.values():
         assert f"'{c}'" in r.instruction  # the instruction names every candidate (paper appendix A)

@@ -23,18 +23,25 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) 
     return shard
 
 
-def _parse_candidates(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+def _parse_candidates(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | dict[str, str] | None:
+    from layerprobe.errors import LayerprobeError
+    from layerprobe.extract.data.candidates import parse_candidates
+
     if value is None:
         return None
-    if value.lstrip().startswith("["):
+    if value.lstrip().startswith(("[", "{")):
         try:
             items = json.loads(value)
         except json.JSONDecodeError as err:
-            raise click.BadParameter(f"not a JSON list of strings ({err.msg})") from None
-        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            raise click.BadParameter("a JSON value must be a list of strings, e.g. '[\" Yes\", \" No\"]'")
-        return tuple(items)
-    return tuple(part.strip() for part in value.split(","))
+            raise click.BadParameter(f"not a JSON list or object of strings ({err.msg})") from None
+        values = items.values() if isinstance(items, dict) else items
+        if not isinstance(items, (list, dict)) or not all(isinstance(i, str) for i in values):
+            raise click.BadParameter("a JSON value must be a list of strings or a class->answer object, e.g. '{\"pneumonia\": \" Yes\"}'")
+        return tuple(items) if isinstance(items, list) else items
+    try:
+        return parse_candidates(value)
+    except LayerprobeError as err:
+        raise click.BadParameter(str(err)) from None
 
 
 @click.command("extract")
@@ -58,9 +65,11 @@ def _parse_candidates(ctx: click.Context, param: click.Parameter, value: str | N
 @click.option("--prompt", "--instruction", "prompt", metavar="TEXT",
               help="Instruction shown with each image through the chat template (default: the recipe's, else a generic one "
                    "naming the candidates). e.g. --prompt \"Is there pneumonia? Answer 'Yes' or 'No'.\"")
-@click.option("--candidates", callback=_parse_candidates, metavar="A,B,..",
-              help="Candidate answers, one per class in class order (default: the recipe's, else the class names); a JSON list "
-                   "keeps spaces. e.g. --candidates Yes,No or --candidates '[\" Yes\", \" No\"]'")
+@click.option("--candidates", callback=_parse_candidates, metavar="CLASS=A,..",
+              help="Candidate answers, matched to classes by name, never by position (default: the recipe's, else the class "
+                   "names): answers that name the classes in any order, or class=answer pairs (needed when answers name no "
+                   "class); a JSON list/object keeps spaces. e.g. --candidates pneumonia=Yes,normal=No or "
+                   "--candidates Benign,Malignant,Normal or --candidates '{\"pneumonia\": \" Yes\", \"normal\": \" No\"}'")
 @click.option("--out", required=True, metavar="DIR", help="Store to create, or to resume if it exists. e.g. --out runs/medgemma-busi.zarr")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Images per forward pass. e.g. --batch-size 16")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0),
@@ -89,7 +98,7 @@ def extract(model, revision, adapter, trust_remote_code, site_spec, vision_layer
     \b
     Examples:
       layerprobe extract --model ./medgemma --dataset busi:/data/BUSI --out runs/medgemma-busi.zarr
-      layerprobe extract --model Qwen/Qwen2-VL-2B-Instruct --dataset labels.csv --candidates Yes,No \\
+      layerprobe extract --model Qwen/Qwen2-VL-2B-Instruct --dataset labels.csv --candidates pneumonia=Yes,normal=No \\
           --prompt "Is there pneumonia? Answer 'Yes' or 'No'." --out runs/q2-cxr.zarr --shard 0/2
     """
     from layerprobe.extract.config import ExtractConfig

@@ -50,7 +50,7 @@ class ExtractConfig:
     prompt: str | None = None
     """Instruction shown with each image (through the chat template). None = the dataset's own
     (recipes), else "Classify this image. Answer with one of: ..." over the candidates."""
-    candidates: tuple[str, ...] | None = None
+    candidates: tuple[str, ...] | dict[str, str] | None = None
     """Answer ``i`` means class ``i``; their first tokens give the answer logits. None = the
     dataset's own (recipes), else the class names."""
     batch_size: int = 8
@@ -82,9 +82,10 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
         if self.candidates is not None:
-            object.__setattr__(self, "candidates", tuple(self.candidates))
-            if len(self.candidates) < 2 or len(set(self.candidates)) != len(self.candidates):
-                raise ExtractError(f"candidates {list(self.candidates)} must be at least two distinct answers, one per class")
+            given = dict(self.candidates) if isinstance(self.candidates, Mapping) else tuple(self.candidates)
+            object.__setattr__(self, "candidates", given)
+            if len(given) < 2 or len(set(given.values() if isinstance(given, dict) else given)) != len(given):
+                raise ExtractError(f"candidates {given} must be at least two distinct answers, one per class")
         object.__setattr__(self, "torch_dtype", compute_dtype(self.dtype))
         for name, least in (("batch_size", 1), ("num_workers", 0), ("prefetch", 1)):
             if getattr(self, name) < least:

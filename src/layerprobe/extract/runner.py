@@ -321,17 +321,16 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
 
     from layerprobe.extract.model.adapters import get_adapter
     from layerprobe.extract.capture import Capturer
+    from layerprobe.extract.data.candidates import match_candidates
     from layerprobe.extract.model.loading import load_model
     from layerprobe.extract.model.prompt import candidate_token_ids, encode_batch, render_prompt
     from layerprobe.store import RunMeta, StoreWriter
 
     manifest = _manifest(cfg)
-    candidates = cfg.candidates or manifest.candidates or manifest.class_names
-    if len(candidates) != len(manifest.class_names):
-        raise ExtractError(
-            f"{len(candidates)} candidates for {len(manifest.class_names)} classes ({', '.join(manifest.class_names)}); "
-            "give one candidate answer per class, in class order"
-        )
+    if cfg.candidates is not None:
+        candidates = match_candidates(manifest.class_names, cfg.candidates)
+    else:
+        candidates = manifest.candidates or manifest.class_names
     instruction = cfg.prompt or manifest.instruction or default_instruction(candidates)
     _refuse_other_run(cfg, manifest, candidates)
     if loaded is None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from layerprobe import vocab
@@ -63,7 +62,7 @@ def resolve_dataset(text: str | os.PathLike) -> Manifest:
     # One letter before ':' is a Windows drive, not a recipe.
     if sep and _RECIPE_RE.fullmatch(recipe):
         found = get_recipe(recipe)
-        return replace(found.manifest(rest), instruction=found.instruction, candidates=found.candidates)
+        return found.manifest(rest)
     raise ExtractError(
         f"dataset {str(text)!r} does not exist; pass a folder with one sub-folder per class, "
         "a .csv/.parquet table with columns path,label[,split], or recipe:folder (e.g. busi:/data/BUSI)"

@@ -17,12 +17,13 @@ Choices:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from layerprobe import vocab
 from layerprobe.errors import ExtractError
+from layerprobe.extract.data.candidates import match_candidates
 from layerprobe.extract.data.files import is_metadata, iter_images
 from layerprobe.extract.data.manifest import Manifest, Row
 
@@ -33,8 +34,9 @@ class DatasetRecipe:
     """Recipe name used on the command line (``--dataset NAME:FOLDER``)."""
     class_names: tuple[str, ...]
     """Class order; index ``i`` is label ``i`` in the store."""
-    candidates: tuple[str, ...]
-    """Candidate answers, ``candidates[i]`` answers ``class_names[i]`` (paper appendix A)."""
+    candidates: Mapping[str, str]
+    """Class name -> candidate answer (paper appendix A); matched to the manifest's classes by
+    ``data/candidates.match_candidates``, never by position."""
     instruction: str
     """The paper's instruction; the image goes before it through the model's chat template."""
     expected: str
@@ -59,6 +61,8 @@ class DatasetRecipe:
             root=root_path,
             rows=rows,
             class_names=self.class_names,
+            instruction=self.instruction,
+            candidates=match_candidates(self.class_names, self.candidates),
         )
 
 
@@ -131,7 +135,7 @@ RECIPES: dict[str, DatasetRecipe] = {
         DatasetRecipe(
             name="busi",
             class_names=("normal", "benign", "malignant"),
-            candidates=("Normal", "Benign", "Malignant"),
+            candidates={"normal": "Normal", "benign": "Benign", "malignant": "Malignant"},
             instruction="Carefully examine the image to determine the diagnostic result for breast cancer. "
             "Please answer 'Normal', 'Benign', or 'Malignant'.",
             expected="Dataset_BUSI_with_GT/{normal,benign,malignant}/*.png (mask files are skipped)",
@@ -140,7 +144,7 @@ RECIPES: dict[str, DatasetRecipe] = {
         DatasetRecipe(
             name="covid-ct",
             class_names=("covid", "non-covid"),
-            candidates=("Yes", "No"),
+            candidates={"covid": "Yes", "non-covid": "No"},
             instruction="Carefully examine the image to determine if there is COVID present. Please answer 'Yes' or 'No'.",
             expected="folders CT_COVID/ and CT_NonCOVID/ of images (e.g. Images-processed/CT_COVID)",
             scan=_scan_covid_ct,
@@ -148,7 +152,7 @@ RECIPES: dict[str, DatasetRecipe] = {
         DatasetRecipe(
             name="chest-xray",
             class_names=("pneumonia", "normal"),
-            candidates=("Yes", "No"),
+            candidates={"pneumonia": "Yes", "normal": "No"},
             instruction="Carefully examine the image to determine if there is pneumonia present. Please answer 'Yes' or 'No'.",
             expected="chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg",
             scan=_scan_chest_xray,
