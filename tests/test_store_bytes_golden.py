@@ -47,7 +47,7 @@ _CLOCK = re.compile(rb'"(created_at|written_at)": "[^"]*"')
 _VERSIONS = re.compile(rb'"library_versions": \{[^}]*\}')
 
 
-def _meta() -> RunMeta:
+def run_meta() -> RunMeta:
     return RunMeta(
         model_id="golden/model", model_revision=None, model_hash="ab" * 32, model_type="golden",
         adapter="golden/adapter", adapter_hash="cd" * 32, dataset_name="golden-set", manifest_sha256="ef" * 32,
@@ -57,12 +57,12 @@ def _meta() -> RunMeta:
     )
 
 
-def _samples() -> SampleInfo:
+def sample_info() -> SampleInfo:
     splits = (vocab.TRAIN, vocab.TRAIN, vocab.VAL, vocab.TEST, vocab.UNASSIGNED)
     return SampleInfo(tuple(f"img/{i:03d}.png" for i in range(N)), np.arange(N) % 3, tuple(splits[i % 5] for i in range(N)))
 
 
-def _rows(start: int, stop: int) -> tuple[dict[str, np.ndarray], np.ndarray, list[str], np.ndarray]:
+def batch_rows(start: int, stop: int) -> tuple[dict[str, np.ndarray], np.ndarray, list[str], np.ndarray]:
     """``write`` arguments of samples ``[start, stop)``; each sample's values depend on its index only."""
     idx = range(start, stop)
     acts = {}
@@ -79,7 +79,7 @@ def _rows(start: int, stop: int) -> tuple[dict[str, np.ndarray], np.ndarray, lis
 
 def _write(writer: StoreWriter, spans: list[tuple[int, int]], copy: bool) -> None:
     for start, stop in spans:
-        acts, logits, sha, skipped = _rows(start, stop)
+        acts, logits, sha, skipped = batch_rows(start, stop)
         writer.write(start, acts, logits, sha, skipped, copy=copy)
 
 
@@ -100,7 +100,7 @@ def store_digest(root: Path) -> str:
 
 
 def _one_writer(path: Path, codec: str, *, copy: bool, size: int, reverse: bool = False, durable: bool = False) -> None:
-    with StoreWriter.open(path, _meta(), SITES, _samples(), CS, codec=codec, durable=durable) as w:
+    with StoreWriter.open(path, run_meta(), SITES, sample_info(), CS, codec=codec, durable=durable) as w:
         blocks = w.pending_blocks()
         _write(w, _batches(blocks[::-1] if reverse else blocks, size), copy)
         assert w.committed.all()
@@ -108,14 +108,14 @@ def _one_writer(path: Path, codec: str, *, copy: bool, size: int, reverse: bool 
 
 def _two_shards(path: Path, codec: str) -> None:
     for k in (1, 0):
-        with StoreWriter.open(path, _meta(), SITES, _samples(), CS, codec=codec) as w:
+        with StoreWriter.open(path, run_meta(), SITES, sample_info(), CS, codec=codec) as w:
             _write(w, _batches(w.pending_blocks(shard=(k, 2)), 3), copy=False)
 
 
 def _resumed(path: Path, codec: str) -> None:
-    with StoreWriter.open(path, _meta(), SITES, _samples(), CS, codec=codec) as w:
+    with StoreWriter.open(path, run_meta(), SITES, sample_info(), CS, codec=codec) as w:
         _write(w, [(0, 5), (5, 8), (16, 24), (24, 26)], copy=True)  # block 3 stays partly filled: dropped
-    with StoreWriter.open(path, _meta(), SITES, _samples()) as w:
+    with StoreWriter.open(path, run_meta(), SITES, sample_info()) as w:
         assert w.pending_blocks() == [(8, 16), (24, 29)]
         _write(w, _batches(w.pending_blocks(), 16), copy=False)
 

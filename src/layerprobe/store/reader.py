@@ -25,6 +25,7 @@ from layerprobe.store import bf16, chunkio
 from layerprobe.store.commits import CommitRecord, read_commits
 from layerprobe.store.layout import ArrayPlan, StorePlan, describe_zarr, digests_to_hex, plan_store
 from layerprobe.store.schema import RunMeta, SiteSpec, StoreHeader, attrs_to_header
+from layerprobe.vocab import ANSWER_SITE
 
 SAMPLES_PARQUET = "samples.parquet"
 
@@ -184,7 +185,7 @@ class Store:
 
     def answer_logits_numpy(self) -> np.ndarray:
         """float32 ``[N, C]`` candidate logits (rows not committed are 0)."""
-        a = self.plan.arrays["answer_logits"]
+        a = self.plan.arrays[ANSWER_SITE]
         out = np.zeros(a.shape, dtype=np.float32)
         for block in sorted(self.commits):
             start, stop = self.plan.block_range(block)

@@ -43,11 +43,10 @@ from layerprobe.errors import StoreError
 from layerprobe.store import bf16, chunkio
 from layerprobe.store.commits import COMMITS_DIR, CommitRecord, now, read_commit, read_commits, write_commit
 from layerprobe.store.create import create_store
+from layerprobe.store.identity import check_resume
 from layerprobe.store.layout import CODECS, ArrayPlan, default_chunk_samples, digests_from_hex, digests_to_hex, plan_store
 from layerprobe.store.reader import SAMPLES_PARQUET, Store, open_store, samples_frame
-from layerprobe.store.schema import (
-    RunMeta, SampleInfo, SiteSpec, StoreHeader, describe_difference, first_difference, header_to_attrs, new_header,
-)
+from layerprobe.store.schema import RunMeta, SampleInfo, SiteSpec, new_header
 
 _SHA256 = re.compile(r"^([0-9a-f]{64})?$")
 _COMMIT_NAME = re.compile(r"^\d+-\d+\.json$")
@@ -120,7 +119,7 @@ class StoreWriter:
             header = new_header(meta, site_list, cs, samples.n_samples)
             create_store(root, header, plan_store(header, codec or "none"), samples)
         store = open_store(root)
-        _check_resume(store, meta, site_list, samples, chunk_samples, codec)
+        check_resume(store, meta, site_list, samples, chunk_samples, codec)
         writer = cls(store, durable)
         writer._open_shards()
         writer._write_parquet_if_complete()
@@ -421,42 +420,3 @@ def _check_inputs(meta: Any, sites: tuple[Any, ...], samples: Any, chunk_samples
     labels = samples.labels
     if labels.size and (labels.min() < 0 or labels.max() >= meta.n_classes):
         raise StoreError(f"labels range over [{labels.min()}, {labels.max()}] but there are {meta.n_classes} class names; labels index class_names")
-
-
-def _check_resume(store: Store, meta: RunMeta, sites: tuple[SiteSpec, ...], samples: SampleInfo,
-                  chunk_samples: int | None, codec: str | None) -> None:
-    """Refuse to write into a store made for another run; name the first field that differs."""
-    wanted = StoreHeader(meta, sites, chunk_samples or store.chunk_samples, samples.n_samples, {}, "")
-    stored_attrs, new_attrs = header_to_attrs(store.header), header_to_attrs(wanted)
-    field = first_difference(stored_attrs, new_attrs)
-    stored_value, new_value = (stored_attrs.get(field), new_attrs.get(field)) if field else (None, None)
-    if field is None and codec is not None and codec != store.codec:
-        field, stored_value, new_value = "codec", store.codec, codec
-    if field is None:
-        for name, ours in (("ids", store.ids), ("labels", tuple(store.labels.tolist())), ("splits", store.splits)):
-            theirs = samples.labels.tolist() if name == "labels" else getattr(samples, name)
-            if tuple(ours) != tuple(theirs):
-                first = next(i for i, (x, y) in enumerate(zip(ours, theirs)) if x != y)
-                field, stored_value, new_value = f"samples.{name}[{first}]", ours[first], theirs[first]
-                break
-    if field is not None:
-        raise _other_run(store, field, stored_value, new_value)
-
-
-def check_same_run(store: Store, fields: Mapping[str, Any]) -> None:
-    """Refuse to resume ``store`` when one of these resume fields differs (names as in ``header_to_attrs``).
-
-    Only the given fields are compared: the extractor checks what it knows before it loads a model;
-    ``StoreWriter.open`` checks them all.
-    """
-    stored = header_to_attrs(store.header)
-    field = first_difference({name: stored.get(name) for name in fields}, dict(fields))
-    if field is not None:
-        raise _other_run(store, field, stored.get(field), fields[field])
-
-
-def _other_run(store: Store, field: str, stored_value: Any, new_value: Any) -> StoreError:
-    return StoreError(
-        f"{store.path} was created with a different {field} ({describe_difference(stored_value, new_value)});"
-        " rerun with the original settings or choose a new output path"
-    )
