@@ -184,6 +184,10 @@ class StorePlan:
         start = block * self.chunk_samples
         return start, min(start + self.chunk_samples, self.n_samples)
 
+    def blocks_between(self, start: int, stop: int) -> range:
+        """The blocks that samples ``[start, stop)`` (``stop > start``) touch."""
+        return range(start // self.chunk_samples, (stop - 1) // self.chunk_samples + 1)
+
     def site(self, name: str) -> ArrayPlan:
         return self.arrays[self.site_paths[name]]
 
