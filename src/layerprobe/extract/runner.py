@@ -283,11 +283,13 @@ def _stream(loader, capturer, write: Callable[..., None], cfg: ExtractConfig, n_
 
 
 def _check_loaded(loaded: LoadedModel, cfg: ExtractConfig) -> None:
+    from layerprobe.store.identity import first_difference
+
     wanted = {"model_id": str(cfg.model), "adapter": None if cfg.adapter is None else str(cfg.adapter),
               "compute_dtype": cfg.dtype, "model_revision": cfg.revision}
-    for name, value in wanted.items():
-        if getattr(loaded, name) != value:
-            raise ExtractError(f"the loaded model has {name}={getattr(loaded, name)!r} but the config asks for {value!r}; load the model the config names")
+    diff = first_difference({name: getattr(loaded, name) for name in wanted}, wanted)
+    if diff is not None:
+        raise ExtractError(f"the loaded model has {diff.field}={diff.have!r} but the config asks for {diff.want!r}; load the model the config names")
 
 
 def _refuse_other_run(cfg: ExtractConfig, manifest: Manifest, candidates: Sequence[str]) -> None:
@@ -299,7 +301,7 @@ def _refuse_other_run(cfg: ExtractConfig, manifest: Manifest, candidates: Sequen
     if not (cfg.out / "zarr.json").exists():
         return
     from layerprobe.store import open_store
-    from layerprobe.store.writer import check_same_run
+    from layerprobe.store.identity import check_same_run
 
     check_same_run(open_store(cfg.out), {
         "model_id": str(cfg.model), "adapter": None if cfg.adapter is None else str(cfg.adapter),

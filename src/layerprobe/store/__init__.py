@@ -9,7 +9,8 @@ from layerprobe.store.layout import CODECS
 from layerprobe.store.reader import Store, open_store
 from layerprobe.store.schema import SCHEMA_VERSION, RunMeta, SampleInfo, SiteSpec
 from layerprobe.store.verify import NonFiniteCount, VerifyReport, verify
-from layerprobe.store.writer import StoreWriter, write_samples_parquet
+from layerprobe.store.samples_table import write_samples_parquet
+from layerprobe.store.writer import StoreWriter
 
 __all__ = [
     "CODECS",

@@ -31,6 +31,7 @@ import numpy as np
 
 from layerprobe.errors import StoreError
 from layerprobe.store.schema import StoreHeader
+from layerprobe.vocab import ANSWER_SITE, BFLOAT16
 
 CODECS = ("none", "zstd")
 """Site codecs: ``"none"`` (default; raw bf16 bits, sharded) or ``"zstd"`` (one file per chunk)."""
@@ -48,7 +49,7 @@ MAX_CHUNK_SAMPLES = 1024
 SITE_DIMS = ("layer", "sample", "hidden")
 SHA256_BYTES = 32
 SHA256_ATTR = {"description": "SHA-256 digest of the image file, raw bytes; all zeros = unknown (not committed or no file)"}
-BF16_ATTR = {"layerprobe_dtype": "bfloat16"}
+BF16_ATTR = {"layerprobe_dtype": BFLOAT16}
 
 
 def digests_from_hex(hexes: Sequence[str]) -> np.ndarray:
@@ -183,6 +184,10 @@ class StorePlan:
         start = block * self.chunk_samples
         return start, min(start + self.chunk_samples, self.n_samples)
 
+    def blocks_between(self, start: int, stop: int) -> range:
+        """The blocks that samples ``[start, stop)`` (``stop > start``) touch."""
+        return range(start // self.chunk_samples, (stop - 1) // self.chunk_samples + 1)
+
     def site(self, name: str) -> ArrayPlan:
         return self.arrays[self.site_paths[name]]
 
@@ -204,10 +209,10 @@ def plan_store(header: StoreHeader, codec: str) -> StorePlan:
         arrays[path] = ArrayPlan(path, (spec.n_layers, n, spec.hidden), "uint16", (1, cs, spec.hidden), SITE_DIMS, 0, 1,
                                  sharded=codec == "none", codec=codec, per_block=True, attributes=attrs)
     n_cand = len(header.meta.candidates)
-    arrays["answer_logits"] = ArrayPlan("answer_logits", (n, n_cand), "float32", (cs, n_cand), ("sample", "candidate"),
-                                        0.0, 0, True, "none", True,
-                                        {"candidates": list(header.meta.candidates),
-                                         "candidate_token_ids": list(header.meta.candidate_token_ids)})
+    arrays[ANSWER_SITE] = ArrayPlan(ANSWER_SITE, (n, n_cand), "float32", (cs, n_cand), ("sample", "candidate"),
+                                    0.0, 0, True, "none", True,
+                                    {"candidates": list(header.meta.candidates),
+                                     "candidate_token_ids": list(header.meta.candidate_token_ids)})
     for name, dtype, fill, per_block in (("label", "int64", 0, False), ("split", "str", "", False), ("id", "str", "", False),
                                          ("skipped", "bool", False, True)):
         attrs = {"class_names": list(header.meta.class_names)} if name == "label" else {}

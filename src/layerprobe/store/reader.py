@@ -25,6 +25,7 @@ from layerprobe.store import bf16, chunkio
 from layerprobe.store.commits import CommitRecord, read_commits
 from layerprobe.store.layout import ArrayPlan, StorePlan, describe_zarr, digests_to_hex, plan_store
 from layerprobe.store.schema import RunMeta, SiteSpec, StoreHeader, attrs_to_header
+from layerprobe.vocab import ANSWER_SITE
 
 SAMPLES_PARQUET = "samples.parquet"
 
@@ -197,7 +198,7 @@ class Store:
 
     def answer_logits_numpy(self, *, check: bool = True) -> np.ndarray:
         """float32 ``[N, C]`` candidate logits (rows not committed are 0; ``check``: see ``read_bits``)."""
-        a = self.plan.arrays["answer_logits"]
+        a = self.plan.arrays[ANSWER_SITE]
         out = np.zeros(a.shape, dtype=np.float32)
         for block in sorted(self.commits):
             start, stop = self.plan.block_range(block)

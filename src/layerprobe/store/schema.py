@@ -2,15 +2,20 @@
 
 The group attribute ``attributes["layerprobe"]`` of a store's root ``zarr.json`` holds one flat JSON
 object (see docs/architecture.md, "Run metadata"). This module is the only place that turns it into
-Python objects and back, and decides whether an existing store matches a new run (resume, shards).
+Python objects and back, and the only place that says which of its fields decide whether an
+existing store belongs to a new run (resume, shards); ``identity.py`` compares them.
 
 Design choices:
 - Tuples, not lists, inside the frozen dataclasses, so a value read back from JSON compares equal to
   the one the caller built.
 - ``library_versions`` are read from installed package metadata (``importlib.metadata``), never by
   importing the packages, so the store never pulls in torch or transformers just to describe itself.
-- Resume compatibility compares fields in the documented order and names the first one that differs;
-  ``library_versions``, ``created_at`` and ``extra`` may change between runs.
+- The stored keys are the dataclass fields themselves (:func:`stored_fields`), so a field is named
+  once, in its class. A field marked ``identity_field()`` decides run identity; the others
+  (``library_versions``, ``created_at``, ``extra``) may change between runs. The stored order is
+  the header's fields with the run's identity fields in place of ``meta``, then the run's free
+  fields: identity fields come first, in the order they are compared, and the first one that
+  differs is the one an error names.
 """
 
 from __future__ import annotations
@@ -18,33 +23,43 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import Field, dataclass, field, fields
+from functools import cache
 from importlib import metadata as _metadata
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from layerprobe.errors import StoreError
+from layerprobe.vocab import ANSWER_SITE, BFLOAT16, COMPUTE_DTYPES
+from layerprobe.vocab import STORED_SPLITS as SPLITS  # the allowed values of the per-sample split column
 
 SCHEMA_VERSION = 2
 """The store layout version this code writes and reads (docs/architecture.md, "The store")."""
 
-SPLITS = ("train", "val", "test", "")
-"""Allowed values of the per-sample split column ("" = not assigned; the probe engine splits)."""
-
-COMPUTE_DTYPES = ("bfloat16", "float16", "float32")
-
 _SITE_NAME = re.compile(r"^[a-z0-9_]+(/[a-z0-9_]+)*$")
-_RESERVED_SITE_NAMES = ("answer_logits", "samples", "commits")
-
-# Fields that must match on resume, in the order they are compared (the first mismatch is reported).
-RESUME_FIELDS = (
-    "schema_version", "model_id", "model_revision", "model_hash", "model_type", "adapter",
-    "adapter_hash", "dataset_name", "manifest_sha256", "prompt_template", "candidates",
-    "candidate_token_ids", "class_names", "compute_dtype", "sites", "chunk_samples", "n_samples",
-)
+_RESERVED_SITE_NAMES = (ANSWER_SITE, "samples", "commits")
 
 _VERSIONED_PACKAGES = ("layerprobe", "numpy", "zarr", "torch", "transformers", "peft", "ml_dtypes")
+
+_IDENTITY = "layerprobe_identity"
+_TO_JSON = "layerprobe_to_json"
+_FROM_JSON = "layerprobe_from_json"
+
+
+def identity_field(to_json: Callable[[Any], Any] | None = None, from_json: Callable[[Any], Any] | None = None, **kwargs: Any) -> Any:
+    """A dataclass field that decides run identity: a store whose value differs belongs to another run.
+
+    ``to_json``/``from_json`` convert the stored value when tuples-as-lists is not enough;
+    ``kwargs`` go to ``dataclasses.field``.
+    """
+    return field(metadata={_IDENTITY: True, _TO_JSON: to_json, _FROM_JSON: from_json}, **kwargs)
+
+
+def free_field(to_json: Callable[[Any], Any] | None = None, from_json: Callable[[Any], Any] | None = None, **kwargs: Any) -> Any:
+    """A stored dataclass field that may differ between sessions of one run (notes, versions, clock)."""
+    return field(metadata={_IDENTITY: False, _TO_JSON: to_json, _FROM_JSON: from_json}, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -79,37 +94,37 @@ class SiteSpec:
 class RunMeta:
     """What the run was: model, adapter, dataset, prompt and answers. Stored in the root attributes."""
 
-    model_id: str
+    model_id: str = identity_field()
     """Hub id or local path of the model, as the user gave it."""
-    model_revision: str | None
+    model_revision: str | None = identity_field()
     """Hub revision (commit) if known, else None."""
-    model_hash: str
+    model_hash: str = identity_field()
     """SHA-256 over the weight files' names and bytes."""
-    model_type: str
+    model_type: str = identity_field()
     """The HF ``config.model_type`` (selects the family adapter)."""
-    adapter: str | None
+    adapter: str | None = identity_field()
     """peft adapter path or id, or None for the base model."""
-    adapter_hash: str | None
+    adapter_hash: str | None = identity_field()
     """SHA-256 of the adapter weights, or None."""
-    dataset_name: str
+    dataset_name: str = identity_field()
     """Dataset recipe or folder name."""
-    manifest_sha256: str
+    manifest_sha256: str = identity_field()
     """SHA-256 over the manifest's ids, labels, splits and class names."""
-    prompt_template: str
+    prompt_template: str = identity_field()
     """The instruction prompt, with its placeholders as given."""
-    candidates: tuple[str, ...]
+    candidates: tuple[str, ...] = identity_field()
     """Candidate answers; candidate ``i`` is the answer meaning class ``i``."""
-    candidate_token_ids: tuple[int, ...]
+    candidate_token_ids: tuple[int, ...] = identity_field()
     """First token id of each candidate answer (the columns of ``answer_logits``)."""
-    class_names: tuple[str, ...]
+    class_names: tuple[str, ...] = identity_field()
     """Class names; per-sample labels index into this tuple."""
-    compute_dtype: str = "bfloat16"
+    compute_dtype: str = identity_field(default=BFLOAT16)
     """dtype the model ran in; activations are always stored as bfloat16 bits."""
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = free_field(from_json=lambda v: v or {}, default_factory=dict)
     """Free-form JSON-serialisable notes; not compared on resume."""
 
     def __post_init__(self) -> None:
-        for name in ("candidates", "class_names"):
+        for name in _fields_typed(RunMeta, "tuple[str, ...]"):
             object.__setattr__(self, name, tuple(str(v) for v in getattr(self, name)))
         try:
             ids = tuple(int(v) for v in self.candidate_token_ids)
@@ -128,7 +143,7 @@ class RunMeta:
             )
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise StoreError(f"compute_dtype {self.compute_dtype!r} is not one of {COMPUTE_DTYPES}")
-        for name in ("model_id", "model_hash", "model_type", "dataset_name", "manifest_sha256", "prompt_template"):
+        for name in _fields_typed(RunMeta, "str"):
             if not isinstance(getattr(self, name), str):
                 raise StoreError(f"RunMeta.{name} must be a str, got {type(getattr(self, name)).__name__}")
         try:
@@ -190,16 +205,33 @@ class SampleInfo:
         return len(self.ids)
 
 
+def _sites_to_json(sites: tuple[SiteSpec, ...]) -> dict[str, Any]:
+    return {s.name: {"layer_names": list(s.layer_names), "hidden": s.hidden} for s in sites}
+
+
+def _sites_from_json(doc: dict[str, Any]) -> tuple[SiteSpec, ...]:
+    return tuple(SiteSpec(name, tuple(v["layer_names"]), int(v["hidden"])) for name, v in doc.items())
+
+
 @dataclass(frozen=True)
 class StoreHeader:
     """Everything the root attributes hold: run metadata plus the store's own shape."""
 
+    # kw_only: stored first, yet never passed (a header always has this version; others are refused on opening)
+    schema_version: int = identity_field(from_json=int, default=SCHEMA_VERSION, kw_only=True)
+    """Store layout version, ``SCHEMA_VERSION``."""
     meta: RunMeta
-    sites: tuple[SiteSpec, ...]
-    chunk_samples: int
-    n_samples: int
-    library_versions: dict[str, str]
-    created_at: str
+    """The run; its fields are stored flat, beside the header's own."""
+    sites: tuple[SiteSpec, ...] = identity_field(to_json=_sites_to_json, from_json=_sites_from_json)
+    """The capture sites, in storage order."""
+    chunk_samples: int = identity_field(from_json=int)
+    """Samples per block (one chunk of every array)."""
+    n_samples: int = identity_field(from_json=int)
+    """Samples in the store."""
+    library_versions: dict[str, str] = free_field(to_json=dict, from_json=lambda v: dict(v or {}), default_factory=dict)
+    """Installed versions of the packages that shape the bytes, when the store was created."""
+    created_at: str = free_field(from_json=str, default="")
+    """ISO time of creation (UTC, seconds)."""
 
     def site(self, name: str) -> SiteSpec:
         for spec in self.sites:
@@ -236,31 +268,39 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+class StoredField(NamedTuple):
+    """One key of ``attributes["layerprobe"]``: a field of ``RunMeta`` or of ``StoreHeader``."""
+
+    name: str
+    """The key, which is the field's name."""
+    of_run: bool
+    """A ``RunMeta`` field (else one of the header's own)."""
+    identity: bool
+    """Decides run identity (see :func:`identity_field`)."""
+    to_json: Callable[[Any], Any]
+    """Turns the field's value into what the JSON holds (tuples become lists unless the field says otherwise)."""
+    from_json: Callable[[Any], Any] | None
+    """Turns the stored value into what the dataclass takes; None: taken as stored."""
+
+
+@cache
+def stored_fields() -> tuple[StoredField, ...]:
+    """Every key of the stored object, in stored order (see the module docstring)."""
+    run = [_stored(f, of_run=True) for f in fields(RunMeta)]
+    out: list[StoredField] = []
+    for f in fields(StoreHeader):
+        out += [r for r in run if r.identity] if f.name == "meta" else [_stored(f, of_run=False)]
+    return tuple(out + [r for r in run if not r.identity])
+
+
+def identity_fields() -> tuple[str, ...]:
+    """Names of the fields that decide run identity, in the order they are compared."""
+    return tuple(f.name for f in stored_fields() if f.identity)
+
+
 def header_to_attrs(header: StoreHeader) -> dict[str, Any]:
     """The JSON object stored as ``attributes["layerprobe"]``."""
-    m = header.meta
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "model_id": m.model_id,
-        "model_revision": m.model_revision,
-        "model_hash": m.model_hash,
-        "model_type": m.model_type,
-        "adapter": m.adapter,
-        "adapter_hash": m.adapter_hash,
-        "dataset_name": m.dataset_name,
-        "manifest_sha256": m.manifest_sha256,
-        "prompt_template": m.prompt_template,
-        "candidates": list(m.candidates),
-        "candidate_token_ids": list(m.candidate_token_ids),
-        "class_names": list(m.class_names),
-        "compute_dtype": m.compute_dtype,
-        "sites": {s.name: {"layer_names": list(s.layer_names), "hidden": s.hidden} for s in header.sites},
-        "chunk_samples": header.chunk_samples,
-        "n_samples": header.n_samples,
-        "library_versions": dict(header.library_versions),
-        "created_at": header.created_at,
-        "extra": m.extra,
-    }
+    return {f.name: f.to_json(getattr(header.meta if f.of_run else header, f.name)) for f in stored_fields()}
 
 
 def attrs_to_header(attrs: Any, where: str) -> StoreHeader:
@@ -278,15 +318,8 @@ def attrs_to_header(attrs: Any, where: str) -> StoreHeader:
             hint = "it was not written by a compatible layerprobe"
         raise StoreError(f"{where} has store schema version {version!r}; this layerprobe reads version {SCHEMA_VERSION} ({hint})")
     try:
-        meta = RunMeta(
-            **{k: attrs[k] for k in ("model_id", "model_revision", "model_hash", "model_type", "adapter", "adapter_hash",
-                                     "dataset_name", "manifest_sha256", "prompt_template", "candidates",
-                                     "candidate_token_ids", "class_names", "compute_dtype")},
-            extra=attrs.get("extra") or {},
-        )
-        sites = tuple(SiteSpec(name, tuple(v["layer_names"]), int(v["hidden"])) for name, v in attrs["sites"].items())
-        header = StoreHeader(meta, sites, int(attrs["chunk_samples"]), int(attrs["n_samples"]),
-                             dict(attrs.get("library_versions") or {}), str(attrs.get("created_at", "")))
+        meta = RunMeta(**_from_attrs(attrs, of_run=True))
+        header = StoreHeader(meta=meta, **_from_attrs(attrs, of_run=False))
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise StoreError(f"{where} has damaged layerprobe metadata ({type(err).__name__}: {err}); re-create the store") from None
     if header.chunk_samples < 1 or header.n_samples < 1:
@@ -294,23 +327,28 @@ def attrs_to_header(attrs: Any, where: str) -> StoreHeader:
     return header
 
 
-def first_difference(stored: dict[str, Any], new: dict[str, Any]) -> str | None:
-    """Name of the first resume field (``RESUME_FIELDS`` order) whose value differs, else None."""
-    for name in RESUME_FIELDS:
-        if _canonical(stored.get(name)) != _canonical(new.get(name)):
-            return name
-    return None
+def _from_attrs(attrs: dict[str, Any], *, of_run: bool) -> dict[str, Any]:
+    """Keyword arguments for ``RunMeta`` (or the header's own fields) from the stored object.
+
+    Identity fields must be there (a KeyError: damaged); a missing free field takes its default.
+    """
+    out = {}
+    for f in stored_fields():
+        if f.of_run == of_run and (f.identity or f.name in attrs):
+            out[f.name] = attrs[f.name] if f.from_json is None else f.from_json(attrs[f.name])
+    return out
 
 
-def describe_difference(stored: Any, new: Any) -> str:
-    """A short one-line ``stored != new`` for error messages (long values are cut)."""
-    def short(v: Any) -> str:
-        text = json.dumps(v, sort_keys=True)
-        return text if len(text) <= 60 else text[:57] + "..."
-
-    return f"{short(stored)} in the store, {short(new)} now"
+def _stored(f: Field[Any], *, of_run: bool) -> StoredField:
+    # Every stored field says whether it decides identity: a KeyError here is a field added without identity_field()/free_field().
+    return StoredField(f.name, of_run, f.metadata[_IDENTITY], f.metadata[_TO_JSON] or _tuples_as_lists, f.metadata[_FROM_JSON])
 
 
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, allow_nan=True, default=str)
+def _tuples_as_lists(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
+
+@cache
+def _fields_typed(cls: type, annotation: str) -> tuple[str, ...]:
+    """Fields of ``cls`` annotated exactly ``annotation`` (the source text: annotations are not evaluated here)."""
+    return tuple(f.name for f in fields(cls) if f.type == annotation)

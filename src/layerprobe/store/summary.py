@@ -9,7 +9,7 @@ import numpy as np
 
 from layerprobe.store.commits import CommitProgress
 from layerprobe.store.reader import SAMPLES_PARQUET, Store
-from layerprobe.store.schema import SPLITS
+from layerprobe.vocab import STORED_SPLITS
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def summarize(store: Store) -> StoreSummary:
     n_classes = len(store.class_names)
     splits_arr = np.asarray(store.splits, dtype=object)
     counts = []
-    for split in SPLITS:
+    for split in STORED_SPLITS:
         in_split = splits_arr == split
         if not in_split.any():
             continue

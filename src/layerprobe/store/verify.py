@@ -18,7 +18,7 @@ from layerprobe.errors import StoreError
 from layerprobe.store import bf16, chunkio
 from layerprobe.store.commits import CommitProgress
 from layerprobe.store.reader import Store, open_store
-from layerprobe.store.schema import SPLITS
+from layerprobe.vocab import ANSWER_SITE, STORED_SPLITS
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,8 @@ def verify(path: str | Path, *, progress: bool = True) -> VerifyReport:
         for layer, name in enumerate(spec.layer_names):
             n_nan, n_inf = counts.get((spec.name, layer), [0, 0])
             nonfinite.append(NonFiniteCount(spec.name, layer, name, n_nan, n_inf))
-    n_nan, n_inf = counts.get(("answer_logits", 0), [0, 0])
-    nonfinite.append(NonFiniteCount("answer_logits", 0, "", n_nan, n_inf))
+    n_nan, n_inf = counts.get((ANSWER_SITE, 0), [0, 0])
+    nonfinite.append(NonFiniteCount(ANSWER_SITE, 0, "", n_nan, n_inf))
     problems += _nonfinite_problems(nonfinite)
     return VerifyReport(
         path=str(store.path), ok=not problems, problems=tuple(problems), n_samples=store.n_samples,
@@ -96,7 +96,7 @@ def _check_columns(store: Store) -> list[str]:
     labels = store.labels
     if labels.size and (labels.min() < 0 or labels.max() >= len(store.class_names)):
         problems.append(f"samples/label has values outside [0, {len(store.class_names)}) (the class_names)")
-    bad = sorted(set(store.splits) - set(SPLITS))
+    bad = sorted(set(store.splits) - set(STORED_SPLITS))
     if bad:
         problems.append(f"samples/split has unknown values {bad}")
     return problems
@@ -123,10 +123,10 @@ def _check_block(store: Store, block: int, counts: dict[tuple[str, int], list[in
                 rows = chunkio.decode_chunk(a, stored)[0, : stop - start][valid]
                 found = bf16.count_nonfinite(rows)
                 site = a.attributes["site"]
-            elif a.path == "answer_logits":
+            elif a.path == ANSWER_SITE:
                 rows = chunkio.decode_chunk(a, stored)[: stop - start][valid]
                 found = (int(np.isnan(rows).sum()), int(np.isinf(rows).sum()))
-                site = "answer_logits"
+                site = ANSWER_SITE
             else:
                 continue
             tally = counts.setdefault((site, layer), [0, 0])

@@ -25,14 +25,16 @@ the death of the process (the requirement). ``durable=True`` also fsyncs the chu
 commit directory before and after each commit, which survives power loss at some speed cost.
 
 A writer object is not thread-safe: one thread (e.g. the extractor's background writer) owns it.
+
+The parts: ``blocks.py`` assembles blocks from batches, ``flush.py`` writes and commits a complete
+block, ``samples_table.py`` writes ``samples.parquet``, ``identity.py`` refuses a store of another
+run. This module checks the caller's input and ties them together.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -40,35 +42,19 @@ from typing import Any
 import numpy as np
 
 from layerprobe.errors import StoreError
-from layerprobe.store import bf16, chunkio
-from layerprobe.store.commits import COMMITS_DIR, CommitRecord, now, read_commit, read_commits, write_commit
+from layerprobe.store import bf16
+from layerprobe.store.blocks import Block, BlockAssembler
+from layerprobe.store.commits import read_commit, read_commits
 from layerprobe.store.create import create_store
-from layerprobe.store.layout import CODECS, ArrayPlan, default_chunk_samples, digests_from_hex, digests_to_hex, plan_store
-from layerprobe.store.reader import SAMPLES_PARQUET, Store, open_store, samples_frame
-from layerprobe.store.schema import (
-    RunMeta, SampleInfo, SiteSpec, StoreHeader, describe_difference, first_difference, header_to_attrs, new_header,
-)
+from layerprobe.store.flush import BlockFlusher
+from layerprobe.store.identity import check_resume
+from layerprobe.store.layout import CODECS, default_chunk_samples, digests_from_hex, plan_store
+from layerprobe.store.reader import Store, open_store
+from layerprobe.store.samples_table import CommittedSamples
+from layerprobe.store.schema import RunMeta, SampleInfo, SiteSpec, new_header
+from layerprobe.vocab import ANSWER_SITE
 
 _SHA256 = re.compile(r"^([0-9a-f]{64})?$")
-_COMMIT_NAME = re.compile(r"^\d+-\d+\.json$")
-
-
-@dataclass
-class _Block:
-    """One block being filled.
-
-    ``pieces[site path]`` lists ``(first row in the block, uint16 array (layers, rows, hidden))``;
-    ``buffers`` are the reusable whole-block arrays: one per small per-sample array (answer logits,
-    digests, skip flags) and, when writes copy, one per site (the rows are copied in place and the
-    complete block's pieces are that one buffer, so each chunk is one contiguous piece).
-    """
-
-    index: int
-    start: int
-    stop: int
-    pieces: dict[str, list[tuple[int, np.ndarray]]]
-    buffers: dict[str, np.ndarray]
-    filled: np.ndarray
 
 
 class StoreWriter:
@@ -79,15 +65,10 @@ class StoreWriter:
         self.header = opened.header
         self.plan = opened.plan
         self.durable = durable
-        self._opened = opened
         self._committed = set(opened.commits)
-        # The per-sample columns of committed blocks, kept up to date so the writer that commits the
-        # last block can write samples.parquet without reading the store back.
-        self._digests = digests_from_hex(opened.sha256)
-        self._skipped = opened.skipped.copy()
-        self._open: dict[int, _Block] = {}
-        self._spare: list[dict[str, np.ndarray]] = []
-        self._shard_fds: dict[tuple[str, int], int] = {}
+        self._blocks = BlockAssembler(opened.plan)
+        self._flusher = BlockFlusher(opened.path, opened.plan, durable)
+        self._samples = CommittedSamples(opened)
         self._failed: str | None = None
         self._closed = False
 
@@ -120,10 +101,14 @@ class StoreWriter:
             header = new_header(meta, site_list, cs, samples.n_samples)
             create_store(root, header, plan_store(header, codec or "none"), samples)
         store = open_store(root)
-        _check_resume(store, meta, site_list, samples, chunk_samples, codec)
+        check_resume(store, meta, site_list, samples, chunk_samples, codec)
         writer = cls(store, durable)
-        writer._open_shards()
-        writer._write_parquet_if_complete()
+        try:
+            writer._flusher.open_shards()
+        except StoreError:
+            writer.close()
+            raise
+        writer._samples.write_parquet_if_complete(writer._committed, durable=durable)
         return writer
 
     # -- state ---------------------------------------------------------------------------------
@@ -190,45 +175,26 @@ class StoreWriter:
             raise StoreError(f"the writer of {self.path} stopped after an error ({self._failed}); open a new StoreWriter to resume")
         batch, start, n = self._check_batch(start, acts, answer_logits, sha256, skipped)
         stop = start + n
-        blocks = range(start // self.chunk_samples, (stop - 1) // self.chunk_samples + 1)
-        for b in blocks:
+        for b in self.plan.blocks_between(start, stop):
             b_start, b_stop = self.plan.block_range(b)
             # A valid record on disk: another shard process committed the block since we opened.
-            if b in self._committed or (b not in self._open and read_commit(self.path, self.plan, b) is not None):
+            if b in self._committed or (b not in self._blocks.open and read_commit(self.path, self.plan, b) is not None):
                 raise StoreError(
                     f"samples [{start}, {stop}) of {self.path} include block [{b_start}, {b_stop}), which is already committed;"
                     " write only pending_blocks()"
                 )
-            if b in self._open:
-                lo, hi = max(start, b_start) - b_start, min(stop, b_stop) - b_start
-                if self._open[b].filled[lo:hi].any():
-                    raise StoreError(f"samples [{start}, {stop}) of {self.path} overlap samples already written in this run; write each sample once")
-        for b in blocks:
-            block = self._open.get(b) or self._new_block(b, copy)
-            lo, hi = max(start, block.start), min(stop, block.stop)
-            rows, src_rows = slice(lo - block.start, hi - block.start), slice(lo - start, hi - start)
-            for a in self.plan.per_block_arrays():
-                src = batch[a.path]
-                if a.sample_axis == 0:
-                    block.buffers[a.path][rows] = src[src_rows]
-                elif a.path in block.buffers:  # copying: the block buffer holds the rows
-                    block.buffers[a.path][:, rows] = src[:, src_rows]
-                else:
-                    block.pieces[a.path].append((rows.start, src[:, src_rows].copy() if copy else src[:, src_rows]))
-            block.filled[rows] = True
-            if block.filled.all():
-                self._flush(block)
+            if self._blocks.overlaps(b, start, stop):
+                raise StoreError(f"samples [{start}, {stop}) of {self.path} overlap samples already written in this run; write each sample once")
+        for block in self._blocks.fill(batch, start, stop, copy):
+            self._flush(block)
 
     def close(self) -> None:
         """Release the files; blocks still partly filled are dropped (they stay pending)."""
         if self._closed:
             return
         self._closed = True
-        for fd in self._shard_fds.values():
-            os.close(fd)
-        self._shard_fds.clear()
-        self._open.clear()
-        self._spare.clear()
+        self._flusher.close()
+        self._blocks.clear()
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -237,6 +203,24 @@ class StoreWriter:
         self.close()
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _flush(self, block: Block) -> None:
+        """Write and commit a complete block (see the module docstring for why this is synchronous)."""
+        try:
+            self._write_block(block)
+        except StoreError as err:
+            self._failed = str(err)
+            raise
+        else:
+            self._samples.record(block)
+        finally:
+            self._blocks.release(block)
+        self._committed.add(block.index)
+        self._samples.write_parquet_if_complete(self._committed, durable=self.durable)
+
+    def _write_block(self, block: Block) -> None:
+        """Every chunk of the block, then its commit record (the seam tests wrap to fail or stall one block)."""
+        self._flusher.flush(block)
 
     def _check_batch(self, start: Any, acts: Mapping[str, Any], answer_logits: Any, sha256: Sequence[str],
                      skipped: Any) -> tuple[dict[str, Any], int, int]:
@@ -256,7 +240,7 @@ class StoreWriter:
         if skip.dtype != bool or skip.shape != (n,):
             raise StoreError(f"{where}: skipped must be a bool array of shape ({n},), got {skip.dtype} {skip.shape}")
         logits = answer_logits.detach().cpu().numpy() if hasattr(answer_logits, "detach") else np.asarray(answer_logits)
-        n_cand = self.plan.arrays["answer_logits"].shape[1]
+        n_cand = self.plan.arrays[ANSWER_SITE].shape[1]
         if logits.dtype != np.float32 or logits.shape != (n, n_cand):
             raise StoreError(f"{where}: answer_logits must be float32 of shape ({n}, {n_cand}), got {logits.dtype} {tuple(logits.shape)}")
         names = set(self.plan.site_paths)
@@ -264,7 +248,7 @@ class StoreWriter:
             missing, unknown = sorted(names - set(acts)), sorted(set(acts) - names)
             what = f"misses site(s) {missing}" if missing else f"has unknown site(s) {unknown}"
             raise StoreError(f"{where}: acts {what}; the store's sites are {sorted(names)}")
-        batch: dict[str, Any] = {"answer_logits": logits, "samples/sha256": digests_from_hex(digests), "samples/skipped": skip}
+        batch: dict[str, Any] = {ANSWER_SITE: logits, "samples/sha256": digests_from_hex(digests), "samples/skipped": skip}
         for name, x in acts.items():
             bits = bf16.to_bits(x, f"{where}: acts[{name!r}]")
             a = self.plan.site(name)
@@ -273,138 +257,6 @@ class StoreWriter:
                 raise StoreError(f"{where}: acts[{name!r}] has shape {tuple(bits.shape)}, expected (layers, batch, hidden) = {want}")
             batch[a.path] = np.ascontiguousarray(bits)  # each layer's rows must be one buffer for pwritev
         return batch, start, n
-
-    def _new_block(self, b: int, copy: bool) -> _Block:
-        start, stop = self.plan.block_range(b)
-        spare = self._spare.pop() if self._spare else {}
-        buffers = {}
-        for a in self.plan.per_block_arrays():
-            if a.sample_axis == 0 or copy:
-                shape = a.chunk_shape if a.sample_axis == 0 else (a.shape[0],) + a.chunk_shape[1:]
-                buffers[a.path] = spare.get(a.path)
-                if buffers[a.path] is None:
-                    buffers[a.path] = np.empty(shape, dtype=object if a.dtype == "str" else a.dtype)
-        pieces: dict[str, list[tuple[int, np.ndarray]]] = {a.path: [] for a in self.plan.per_block_arrays() if a.sample_axis == 1}
-        block = _Block(b, start, stop, pieces, buffers, np.zeros(stop - start, dtype=bool))
-        self._open[b] = block
-        return block
-
-    def _flush(self, block: _Block) -> None:
-        """Write and commit a complete block (see the module docstring for why this is synchronous)."""
-        del self._open[block.index]
-        try:
-            self._write_block(block)
-        except StoreError as err:
-            self._failed = str(err)
-            raise
-        else:
-            rows = slice(block.start, block.stop)
-            self._digests[rows] = block.buffers["samples/sha256"][: block.stop - block.start]
-            self._skipped[rows] = block.buffers["samples/skipped"][: block.stop - block.start]
-        finally:
-            block.pieces.clear()  # let go of the caller's arrays
-            self._spare.append(block.buffers)
-        self._committed.add(block.index)
-        self._write_parquet_if_complete()
-
-    def _write_block(self, block: _Block) -> None:
-        """Every chunk of the block, shared between this thread and a helper thread, then its commit."""
-        try:
-            self._complete_pieces(block)
-            jobs = [(a, layer) for a in self.plan.per_block_arrays() for layer in range(a.n_layers)]
-            digests = chunkio.on_two_threads(lambda job: self._write_chunk(block, *job), jobs)
-            sum_of = {(a.path, layer): digest for (a, layer), digest in zip(jobs, digests)}
-            sums = {a.path: tuple(sum_of[a.path, layer] for layer in range(a.n_layers)) for a in self.plan.per_block_arrays()}
-            record = CommitRecord(block.index, block.start, block.stop, sums, now())
-            write_commit(self.path, record, durable=self.durable)
-        except OSError as err:
-            raise StoreError(
-                f"writing block [{block.start}, {block.stop}) of {self.path} failed: {err.strerror or err}"
-                f" ({err.filename or 'no file'}); free space or fix the path, then rerun to resume (committed blocks are intact)"
-            ) from err
-
-    def _complete_pieces(self, block: _Block) -> None:
-        """Order each site's pieces by row and pad the edge block with the fill value, as Zarr does."""
-        n_rows = block.stop - block.start
-        for a in self.plan.per_block_arrays():
-            if a.sample_axis == 0:
-                block.buffers[a.path][n_rows:] = a.fill
-                continue
-            if a.path in block.buffers:  # copied: each layer's chunk is one contiguous piece of the buffer
-                block.buffers[a.path][:, n_rows:] = a.fill
-                block.pieces[a.path] = [(0, block.buffers[a.path])]
-                continue
-            block.pieces[a.path].sort(key=lambda piece: piece[0])
-            if n_rows < a.chunk_shape[1]:  # one row block of fill values, the same for every layer
-                pad = np.full((a.chunk_shape[1] - n_rows, a.chunk_shape[2]), a.fill, dtype=a.dtype)
-                block.pieces[a.path].append((n_rows, np.broadcast_to(pad, (a.shape[0],) + pad.shape)))
-
-    def _write_chunk(self, block: _Block, a: ArrayPlan, layer: int) -> str:
-        """Write one chunk of the block; return its checksum."""
-        return self._write_raw(block, a, layer) if a.sharded else self._write_encoded(block, a, layer)
-
-    def _write_raw(self, block: _Block, a: ArrayPlan, layer: int) -> str:
-        """Hash one raw chunk and write it into its shard straight from its pieces (no assembling copy)."""
-        pieces = [rows[layer] for _, rows in block.pieces[a.path]] if a.sample_axis == 1 else [block.buffers[a.path]]
-        digest = chunkio.checksum(pieces)  # first: it also brings the pieces into cache for the write
-        fd = self._shard_fds[a.path, layer]
-        chunkio.pwritev_all(fd, pieces, a.chunk_offset(block.index))
-        if self.durable:
-            os.fsync(fd)
-        return digest
-
-    def _write_encoded(self, block: _Block, a: ArrayPlan, layer: int) -> str:
-        """Encode and write one site chunk as its own file; return the checksum of its stored bytes."""
-        path = self.path / a.chunk_key(layer, block.index)
-        chunk = np.concatenate([rows[layer:layer + 1] for _, rows in block.pieces[a.path]], axis=1)
-        stored = chunkio.encode_chunk(a, chunk)
-        chunkio.write_chunk_bytes(path, stored)
-        if self.durable:
-            chunkio.fsync_path(path)
-        return chunkio.checksum([stored])
-
-    def _open_shards(self) -> None:
-        """Open every shard file the writer writes into, once (an unwritable store fails here, not mid-run)."""
-        try:
-            for a in self.plan.per_block_arrays():
-                for layer in range(a.n_layers if a.sharded else 0):
-                    self._shard_fds[a.path, layer] = os.open(self.path / a.chunk_key(layer, 0), os.O_WRONLY)
-        except OSError as err:
-            self.close()
-            raise StoreError(f"cannot open {err.filename} for writing: {err.strerror}; check the store's permissions, then rerun") from err
-
-    def _write_parquet_if_complete(self) -> None:
-        target = self.path / SAMPLES_PARQUET
-        if target.exists():
-            return
-        if len(self._committed) == self.plan.n_blocks:  # every row was committed before open or by this writer
-            s = self._opened
-            frame = samples_frame(s.ids, s.labels, s.class_names, s.splits, digests_to_hex(self._digests), self._skipped,
-                                  np.ones(self.n_samples, dtype=bool))
-        else:  # other shard processes may have committed the rest: count their records, then read their rows back
-            names = os.listdir(self.path / COMMITS_DIR)
-            if sum(1 for name in names if _COMMIT_NAME.match(name)) < self.plan.n_blocks:
-                return
-            store = open_store(self.path)
-            if not store.complete:
-                return
-            frame = store.samples_frame()
-        _write_parquet(target, frame, fsync=self.durable)
-
-
-def write_samples_parquet(store: Store, *, fsync: bool = True) -> Path:
-    """Write ``samples.parquet`` (a convenience copy of the per-sample columns), atomically."""
-    target = store.path / SAMPLES_PARQUET
-    _write_parquet(target, store.samples_frame(), fsync=fsync)
-    return target
-
-
-def _write_parquet(target: Path, frame: Any, *, fsync: bool) -> None:
-    import io
-
-    buf = io.BytesIO()
-    frame.write_parquet(buf, compression="lz4")  # 2 ms for 2,000 rows against 3.5 with the default zstd
-    chunkio.atomic_write(target, buf.getvalue(), fsync=fsync)
 
 
 def _check_inputs(meta: Any, sites: tuple[Any, ...], samples: Any, chunk_samples: Any, codec: Any) -> None:
@@ -421,42 +273,3 @@ def _check_inputs(meta: Any, sites: tuple[Any, ...], samples: Any, chunk_samples
     labels = samples.labels
     if labels.size and (labels.min() < 0 or labels.max() >= meta.n_classes):
         raise StoreError(f"labels range over [{labels.min()}, {labels.max()}] but there are {meta.n_classes} class names; labels index class_names")
-
-
-def _check_resume(store: Store, meta: RunMeta, sites: tuple[SiteSpec, ...], samples: SampleInfo,
-                  chunk_samples: int | None, codec: str | None) -> None:
-    """Refuse to write into a store made for another run; name the first field that differs."""
-    wanted = StoreHeader(meta, sites, chunk_samples or store.chunk_samples, samples.n_samples, {}, "")
-    stored_attrs, new_attrs = header_to_attrs(store.header), header_to_attrs(wanted)
-    field = first_difference(stored_attrs, new_attrs)
-    stored_value, new_value = (stored_attrs.get(field), new_attrs.get(field)) if field else (None, None)
-    if field is None and codec is not None and codec != store.codec:
-        field, stored_value, new_value = "codec", store.codec, codec
-    if field is None:
-        for name, ours in (("ids", store.ids), ("labels", tuple(store.labels.tolist())), ("splits", store.splits)):
-            theirs = samples.labels.tolist() if name == "labels" else getattr(samples, name)
-            if tuple(ours) != tuple(theirs):
-                first = next(i for i, (x, y) in enumerate(zip(ours, theirs)) if x != y)
-                field, stored_value, new_value = f"samples.{name}[{first}]", ours[first], theirs[first]
-                break
-    if field is not None:
-        raise _other_run(store, field, stored_value, new_value)
-
-
-def check_same_run(store: Store, fields: Mapping[str, Any]) -> None:
-    """Refuse to resume ``store`` when one of these resume fields differs (names as in ``header_to_attrs``).
-
-    Only the given fields are compared: the extractor checks what it knows before it loads a model;
-    ``StoreWriter.open`` checks them all.
-    """
-    stored = header_to_attrs(store.header)
-    field = first_difference({name: stored.get(name) for name in fields}, dict(fields))
-    if field is not None:
-        raise _other_run(store, field, stored.get(field), fields[field])
-
-
-def _other_run(store: Store, field: str, stored_value: Any, new_value: Any) -> StoreError:
-    return StoreError(
-        f"{store.path} was created with a different {field} ({describe_difference(stored_value, new_value)});"
-        " rerun with the original settings or choose a new output path"
-    )

@@ -1,0 +1,152 @@
+"""Stores written from fixed inputs are byte-identical to those the schema-2 writer produced.
+
+The golden digests below were recorded from the pre-refactor ``StoreWriter`` (commit 30764c6,
+store schema version 2) and cover every file of a store: Zarr metadata, shard files with their
+index, per-chunk files of the zstd codec, commit records and ``samples.parquet``. A changed digest
+means the bytes a store holds changed: that is a new schema version, not a refactor.
+
+What may legitimately differ between machines is taken out before hashing, inside the bytes and
+nothing else: the two clock fields (``created_at`` in ``zarr.json``, ``written_at`` in each commit
+record) and the installed ``library_versions``. The bytes also depend on the pinned zarr-python
+and polars (constraints.txt) that write ``zarr.json`` and ``samples.parquet``.
+
+Every variant of one store (batch sizes that straddle blocks, blocks written out of order,
+``copy=False``, ``durable=True``, two shard writers, a crash-free resume) must give the same digest:
+the layout promises bytes that do not depend on how the rows arrived.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from layerprobe import vocab
+from layerprobe.store import RunMeta, SampleInfo, SiteSpec, StoreWriter
+
+GOLDEN = {
+    "none": "45716f0c90b3b31af54b9426529536e87df8c452c7612a071e1fb9d2565a1f86",
+    "zstd": "2c5a2c540c23fed4eea644f7f99141e846323dc3737517446d5897f192714a45",
+}
+"""SHA-256 over (relative path, bytes) of every file, per codec; recorded from the schema-2 writer."""
+
+N = 29
+CS = 8  # 4 blocks, the last one 5 rows short of a chunk
+SITES = (
+    SiteSpec(vocab.VISION, vocab.vision_layer_names(2), 12),
+    SiteSpec(vocab.CONNECTOR, vocab.connector_layer_names(True), 16),
+    SiteSpec(vocab.LLM_FINAL, vocab.llm_layer_names(2), 20),
+)
+SKIPPED = (3, 8, 9, 28)
+UNKNOWN_DIGEST = (3, 8, 9, 17)
+
+_CLOCK = re.compile(rb'"(created_at|written_at)": "[^"]*"')
+_VERSIONS = re.compile(rb'"library_versions": \{[^}]*\}')
+
+
+def run_meta() -> RunMeta:
+    return RunMeta(
+        model_id="golden/model", model_revision=None, model_hash="ab" * 32, model_type="golden",
+        adapter="golden/adapter", adapter_hash="cd" * 32, dataset_name="golden-set", manifest_sha256="ef" * 32,
+        prompt_template="<image>Which class? Answer with one word.", candidates=("cat", "dog", "owl"),
+        candidate_token_ids=(101, 202, 303), class_names=("cat", "dog", "owl"), compute_dtype=vocab.FLOAT32,
+        extra={"instruction": "Which class?", "batch_size": 7, "device": "cpu"},
+    )
+
+
+def sample_info() -> SampleInfo:
+    splits = (vocab.TRAIN, vocab.TRAIN, vocab.VAL, vocab.TEST, vocab.UNASSIGNED)
+    return SampleInfo(tuple(f"img/{i:03d}.png" for i in range(N)), np.arange(N) % 3, tuple(splits[i % 5] for i in range(N)))
+
+
+def batch_rows(start: int, stop: int) -> tuple[dict[str, np.ndarray], np.ndarray, list[str], np.ndarray]:
+    """``write`` arguments of samples ``[start, stop)``; each sample's values depend on its index only."""
+    idx = range(start, stop)
+    acts = {}
+    for k, s in enumerate(SITES):
+        rows = [np.random.default_rng((k, i)).integers(0, 1 << 16, (s.n_layers, s.hidden), dtype=np.uint16) for i in idx]
+        x = np.stack(rows, axis=1)
+        x[:, [j for j, i in enumerate(idx) if i in SKIPPED]] = 0
+        acts[s.name] = x
+    logits = np.stack([np.random.default_rng((99, i)).standard_normal(3).astype(np.float32) for i in idx])
+    logits[[j for j, i in enumerate(idx) if i in SKIPPED]] = 0.0
+    sha = ["" if i in UNKNOWN_DIGEST else hashlib.sha256(f"img-{i}".encode()).hexdigest() for i in idx]
+    return acts, logits, sha, np.array([i in SKIPPED for i in idx])
+
+
+def _write(writer: StoreWriter, spans: list[tuple[int, int]], copy: bool) -> None:
+    for start, stop in spans:
+        acts, logits, sha, skipped = batch_rows(start, stop)
+        writer.write(start, acts, logits, sha, skipped, copy=copy)
+
+
+def _batches(blocks: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    return [(s, min(s + size, stop)) for start, stop in blocks for s in range(start, stop, size)]
+
+
+def store_digest(root: Path) -> str:
+    """SHA-256 over every file's relative path and bytes, clock fields and library versions blanked."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        if path.suffix == ".json":
+            data = _VERSIONS.sub(b'"library_versions": {}', _CLOCK.sub(rb'"\1": ""', data))
+        rel = path.relative_to(root).as_posix().encode()
+        h.update(len(rel).to_bytes(8, "little") + rel + len(data).to_bytes(8, "little") + data)
+    return h.hexdigest()
+
+
+def _one_writer(path: Path, codec: str, *, copy: bool, size: int, reverse: bool = False, durable: bool = False) -> None:
+    with StoreWriter.open(path, run_meta(), SITES, sample_info(), CS, codec=codec, durable=durable) as w:
+        blocks = w.pending_blocks()
+        _write(w, _batches(blocks[::-1] if reverse else blocks, size), copy)
+        assert w.committed.all()
+
+
+def _two_shards(path: Path, codec: str) -> None:
+    for k in (1, 0):
+        with StoreWriter.open(path, run_meta(), SITES, sample_info(), CS, codec=codec) as w:
+            _write(w, _batches(w.pending_blocks(shard=(k, 2)), 3), copy=False)
+
+
+def _resumed(path: Path, codec: str) -> None:
+    with StoreWriter.open(path, run_meta(), SITES, sample_info(), CS, codec=codec) as w:
+        _write(w, [(0, 5), (5, 8), (16, 24), (24, 26)], copy=True)  # block 3 stays partly filled: dropped
+    with StoreWriter.open(path, run_meta(), SITES, sample_info()) as w:
+        assert w.pending_blocks() == [(8, 16), (24, 29)]
+        _write(w, _batches(w.pending_blocks(), 16), copy=False)
+
+
+VARIANTS = {
+    "copy, batches of 7": lambda p, c: _one_writer(p, c, copy=True, size=7),
+    "no copy, batches of 3": lambda p, c: _one_writer(p, c, copy=False, size=3),
+    "no copy, whole blocks, reversed, durable": lambda p, c: _one_writer(p, c, copy=False, size=CS, reverse=True, durable=True),
+    "two shard writers": _two_shards,
+    "resumed": _resumed,
+}
+
+
+@pytest.mark.parametrize("codec", sorted(GOLDEN))
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_store_bytes_match_the_schema_2_writer(tmp_path, codec, variant):
+    path = tmp_path / "golden.zarr"
+    VARIANTS[variant](path, codec)
+    assert (path / "samples.parquet").exists()
+    assert store_digest(path) == GOLDEN[codec]
+
+
+def test_the_digest_sees_every_byte_but_the_clock(tmp_path):
+    path = tmp_path / "golden.zarr"
+    _one_writer(path, "none", copy=True, size=7)
+    before = store_digest(path)
+    record = path / "commits" / "0-8.json"
+    record.write_bytes(_CLOCK.sub(b'"written_at": "1999-01-01T00:00:00.000+00:00"', record.read_bytes()))
+    assert store_digest(path) == before
+    shard = path / "sites" / vocab.LLM_FINAL / "c" / "1" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[5] ^= 1
+    shard.write_bytes(bytes(data))
+    assert store_digest(path) != before

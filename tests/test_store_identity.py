@@ -1,0 +1,78 @@
+"""Run identity (store/schema.py marks the fields, store/identity.py compares them)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from layerprobe.errors import StoreError
+from layerprobe.store.identity import Difference, first_difference
+from layerprobe.store.schema import RunMeta, StoreHeader, attrs_to_header, header_to_attrs, identity_fields, new_header, stored_fields
+from test_store_bytes_golden import CS, N, SITES, run_meta
+
+# The schema-2 lists, as they were written out before they were derived from the dataclasses.
+SCHEMA_2_RESUME_FIELDS = (
+    "schema_version", "model_id", "model_revision", "model_hash", "model_type", "adapter",
+    "adapter_hash", "dataset_name", "manifest_sha256", "prompt_template", "candidates",
+    "candidate_token_ids", "class_names", "compute_dtype", "sites", "chunk_samples", "n_samples",
+)
+SCHEMA_2_KEYS = (*SCHEMA_2_RESUME_FIELDS, "library_versions", "created_at", "extra")
+
+
+@pytest.fixture()
+def header() -> StoreHeader:
+    return new_header(run_meta(), SITES, CS, N)
+
+
+def test_identity_fields_and_stored_keys_are_those_of_schema_2(header):
+    assert identity_fields() == SCHEMA_2_RESUME_FIELDS
+    assert tuple(header_to_attrs(header)) == SCHEMA_2_KEYS
+
+
+def test_stored_values_and_a_round_trip(header):
+    attrs = header_to_attrs(header)
+    assert attrs["schema_version"] == 2 and attrs["candidates"] == ["cat", "dog", "owl"]
+    assert attrs["sites"][SITES[1].name] == {"layer_names": list(SITES[1].layer_names), "hidden": SITES[1].hidden}
+    assert attrs["extra"] is header.meta.extra
+    assert attrs_to_header(json.loads(json.dumps(attrs)), "s") == header
+
+
+def test_missing_free_fields_take_their_defaults_and_missing_identity_fields_are_damage(header):
+    attrs = header_to_attrs(header)
+    for name in ("library_versions", "created_at", "extra"):
+        del attrs[name]
+    back = attrs_to_header(attrs, "s")
+    assert (back.library_versions, back.created_at, back.meta.extra) == ({}, "", {})
+    assert attrs_to_header({**attrs, "extra": None}, "s").meta.extra == {}
+    for name in ("model_id", "compute_dtype", "sites", "n_samples"):
+        with pytest.raises(StoreError, match=f"damaged layerprobe metadata \\(KeyError: '{name}'\\)"):
+            attrs_to_header({k: v for k, v in attrs.items() if k != name}, "s")
+
+
+def test_first_difference_names_the_first_identity_field_in_stored_order(header):
+    have = header_to_attrs(header)
+    other = dataclasses.replace(header, meta=dataclasses.replace(header.meta, compute_dtype="float16", model_hash="0" * 64))
+    want = header_to_attrs(dataclasses.replace(other, chunk_samples=4, created_at="later", library_versions={"x": "1"}))
+    assert first_difference(have, want) == Difference("model_hash", "ab" * 32, "0" * 64)
+    assert first_difference(have, {"compute_dtype": "float16", "chunk_samples": 4}).field == "compute_dtype"
+    assert first_difference(have, {"candidates": ("cat", "dog", "owl")}) is None  # compared as JSON: tuple == list
+    assert first_difference(have, {"extra": {"other": 1}, "created_at": "x"}) is None  # free fields never decide
+    assert first_difference({}, {"adapter": None}) is None  # what ``have`` lacks counts as None
+
+
+def test_a_name_that_is_not_a_stored_field_is_a_bug_not_a_match(header):
+    with pytest.raises(ValueError, match="model_name"):
+        first_difference(header_to_attrs(header), {"model_name": "x"})
+
+
+def test_the_description_is_short():
+    text = Difference("prompt_template", "a" * 100, "b").describe()
+    assert text.startswith('"' + "a" * 56 + "...") and text.endswith('in the store, "b" now') and len(text) < 90
+
+
+def test_every_field_is_stored_once():
+    names = [f.name for f in stored_fields()]
+    own = [f.name for f in dataclasses.fields(StoreHeader) if f.name != "meta"]
+    assert sorted(names) == sorted(own + [f.name for f in dataclasses.fields(RunMeta)]) and len(set(names)) == len(names)
