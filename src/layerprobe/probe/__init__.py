@@ -21,23 +21,17 @@ from typing import Any
 
 from layerprobe.probe.config import PRESETS, LinearSpec, ProbeSpec, SweepConfig, get_preset, parse_memory
 
-_LAZY = {
-    "run_sweep": "sweep",
-    "sweep_stores": "sweep",
-    "train_mlp_group": "engine",
-    "Stream": "engine",
-    "MlpResult": "engine",
-    "fit_linear_group": "linear",
-    "LinearResult": "linear",
-    "prepare_features": "features",
-    "Features": "features",
-    "make_splits": "splits",
-    "Split": "splits",
-    "classification_metrics": "metrics",
-    "Metrics": "metrics",
-    "ReferenceProbe": "reference",
-    "compare_linear_to_sklearn": "reference",
-}
+_LAZY_MODULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("sweep", ("run_sweep", "sweep_stores")),
+    ("engine", ("train_mlp_group", "Stream", "MlpResult")),
+    ("linear", ("fit_linear_group", "LinearResult")),
+    ("features", ("prepare_features", "Features")),
+    ("splits", ("make_splits", "Split")),
+    ("metrics", ("classification_metrics", "Metrics")),
+    ("reference", ("ReferenceProbe", "compare_linear_to_sklearn")),
+)
+"""Sub-module -> the public names it defines, loaded on first use (they import torch)."""
+_LAZY: dict[str, str] = {name: module for module, names in _LAZY_MODULES for name in names}
 
 __all__ = ["PRESETS", "LinearSpec", "ProbeSpec", "SweepConfig", "get_preset", "parse_memory", *_LAZY]
 
