@@ -33,7 +33,7 @@ from layerprobe import __version__, vocab
 from layerprobe.errors import LayerprobeError
 from layerprobe.fhs.config import FHSConfig
 from layerprobe.fhs.curves import curves_from, layer_points
-from layerprobe.fhs.plots import plot_llm_sites, plot_pipeline
+from layerprobe.fhs.plots import Figures, plot_llm_sites, plot_pipeline
 from layerprobe.fhs.profile import RunProfile, profiles_from
 from layerprobe.fhs.stores import store_details
 from layerprobe.fhs.tables import details_markdown, matrix_markdown, profile_frame, run_label, write_profile_table
@@ -84,18 +84,7 @@ def build_report(
     notes = [f"- {_inline(run_label(p.model_id, p.adapter))} / {_inline(p.dataset)}: {_inline(n)}" for p in profiles for n in p.notes()]
     if notes:
         lines += ["Notes on undefined (n/a) scores:", "", *notes, ""]
-    lines += ["## Layer-wise probe curves", ""]
-    lines += [
-        f"Probe {config.split} {config.metric} at every layer: vision tower, connector and LLM ({config.llm_site}) on one axis, "
-        "dashed lines at module boundaries, stars for P_final (the model's own answer)"
-        + (", bands of one standard deviation over seeds." if error_bands else "."),
-        "",
-    ]
-    lines += [line for dataset, paths in zip(*pipeline, strict=True) for line in (f"![{dataset}: pipeline]({_rel(paths[0], folder)})", "")]
-    if llm_sites.dataset:
-        lines += ["## Comprehension vs utilisation", ""]
-        lines += [f"Per LLM layer: {config.llm_site} (comprehension, solid) vs {config.llm_alt_site} (utilisation, dashed).", ""]
-        lines += [line for dataset, paths in zip(*llm_sites, strict=True) for line in (f"![{dataset}: LLM sites]({_rel(paths[0], folder)})", "")]
+    lines += _curves_section(pipeline, llm_sites, folder, config, error_bands)
     lines += ["## Score details", "", "P in percent; FHS = P_end x (1 + GF) x VP; ± is the standard deviation of per-seed FHS.", "", details_markdown(profiles)]
     lines += ["## Runs", "", *_runs_section(table, profiles)]
     lines += ["## Probe and scoring settings", "", *_settings_section(table, config)]
@@ -115,6 +104,22 @@ def build_report(
         html_path = folder / "report.html"
         html_path.write_text(markdown_to_html(text, title=title))
     return Report(folder, markdown, html_path, profile_csv, profile_md, curves_path, figures)
+
+
+def _curves_section(pipeline: Figures, llm_sites: Figures, folder: Path, config: FHSConfig, error_bands: bool) -> list[str]:
+    lines = ["## Layer-wise probe curves", ""]
+    lines += [
+        f"Probe {config.split} {config.metric} at every layer: vision tower, connector and LLM ({config.llm_site}) on one axis, "
+        "dashed lines at module boundaries, stars for P_final (the model's own answer)"
+        + (", bands of one standard deviation over seeds." if error_bands else "."),
+        "",
+    ]
+    lines += [line for dataset, paths in zip(*pipeline, strict=True) for line in (f"![{dataset}: pipeline]({_rel(paths[0], folder)})", "")]
+    if llm_sites.dataset:
+        lines += ["## Comprehension vs utilisation", ""]
+        lines += [f"Per LLM layer: {config.llm_site} (comprehension, solid) vs {config.llm_alt_site} (utilisation, dashed).", ""]
+        lines += [line for dataset, paths in zip(*llm_sites, strict=True) for line in (f"![{dataset}: LLM sites]({_rel(paths[0], folder)})", "")]
+    return lines
 
 
 def _prepare_folder(folder: Path) -> Path:

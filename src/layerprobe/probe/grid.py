@@ -29,7 +29,6 @@ import numpy as np
 
 from layerprobe import vocab
 from layerprobe.errors import LayerprobeError, ProbeError
-from layerprobe.layers import select_layers
 from layerprobe.probe.config import ProbeSpec, SweepConfig
 from layerprobe.probe.engine import BF16_MIN_BATCH
 from layerprobe.probe.splits import Split, make_splits
@@ -111,7 +110,7 @@ def _site_plans(cfg: SweepConfig, store: StoreLike, where: str) -> tuple[SitePla
             raise ProbeError(f"{where} has no site {name!r} (it has: {', '.join(available) or 'none'}); drop it from --sites")
         spec = available[name]
         try:
-            layers = select_layers(cfg.layers, len(spec.layer_names))
+            layers = cfg.layers.resolve(len(spec.layer_names))
         except LayerprobeError as err:
             raise ProbeError(f"{where}, site {name}: {err}") from None
         out.append(SitePlan(name, layers, tuple(spec.layer_names[i] for i in layers), spec.hidden))
