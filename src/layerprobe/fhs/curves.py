@@ -13,8 +13,8 @@ Choices, in order of application (each documented on :class:`~layerprobe.fhs.con
    so engines that derive a seed per probe still give one curve per replicate.
 5. Module C is ``connector_inner_site`` (where a run has it) followed by ``connector_site``, numbered
    on: Qwen-style connectors then read ``inner, output`` like every other MLP connector.
-6. The layers of a module are ``select_layers(spec, n)`` with ``n = 1 + the largest layer index in the
-   table`` for that run and module: the table alone decides, so results never depend on whether the
+6. The layers of a module are its selection (parsed once by the config) resolved against
+   ``n = 1 + the largest layer index in the table`` for that run and module: the table alone decides, so results never depend on whether the
    store is reachable. Selected layers without a usable row stay in the curve as missing (null).
 
 The points are computed once per (table, config) by :func:`layer_points`; the profile

@@ -66,7 +66,8 @@ class StorePlan:
 
 def plan_stores(cfg: SweepConfig, stores: Sequence[StoreLike]) -> list[StorePlan]:
     """Check every store against the config and each other; return what each will probe."""
-    _check_runs_differ(cfg.stores, stores)
+    run_ids = [run_id(store.meta) for store in stores]
+    _check_runs_differ(cfg.stores, run_ids)
     _check_labels_agree(cfg.stores, stores)
     plans = []
     for index, (path, store) in enumerate(zip(cfg.stores, stores)):
@@ -76,7 +77,7 @@ def plan_stores(cfg: SweepConfig, stores: Sequence[StoreLike]) -> list[StorePlan
             store.labels, store.splits, store.valid, class_names=store.class_names, kfold=cfg.kfold,
             seed=cfg.split_seed, fractions=cfg.split_fractions, where=where,
         )  # fmt: skip
-        plans.append(StorePlan(index, Path(path), store, run_id(store.meta), splits, _site_plans(cfg, store, where), n_classes))
+        plans.append(StorePlan(index, Path(path), store, run_ids[index], splits, _site_plans(cfg, store, where), n_classes))
     return plans
 
 
@@ -89,15 +90,15 @@ def run_id(meta: RunMeta) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _check_runs_differ(paths: Sequence[Path], stores: Sequence[StoreLike]) -> None:
+def _check_runs_differ(paths: Sequence[Path], run_ids: Sequence[str]) -> None:
     """Two stores of one run (copies) would give the same probes twice, which no table may hold."""
     seen: dict[str, int] = {}
-    for index, store in enumerate(stores):
-        first = seen.setdefault(run_id(store.meta), index)
+    for index, rid in enumerate(run_ids):
+        first = seen.setdefault(rid, index)
         if first != index:
             raise ProbeError(
                 f"stores {paths[first]} and {paths[index]} hold the same run (same model, adapter, manifest and prompt; "
-                f"run_id {run_id(store.meta)}); probe one of them"
+                f"run_id {rid}); probe one of them"
             )
 
 
