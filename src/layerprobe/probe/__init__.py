@@ -2,7 +2,7 @@
 
 Public API::
 
-    SweepConfig, ProbeSpec, LinearSpec, PRESETS       # config (no torch import)
+    SweepConfig, ProbeSpec, LinearSpec, PRESETS       # config (torch only to parse SweepConfig.device)
     run_sweep(cfg) -> polars.DataFrame                # stores -> results table (also parquet)
     train_mlp_group(features, streams, variants, ...) # batched MLP probes on tensors
     fit_linear_group(features, spec, ...)             # batched logistic regression on tensors
@@ -11,7 +11,8 @@ Public API::
     classification_metrics(prob_pnc, y_n)             # batched, equal to scikit-learn
     ReferenceProbe                                    # slow one-at-a-time MLP probe (tests)
 
-Importing this package is light (config only); the torch-based parts load on first use.
+Importing this package is light (config only); the torch-based parts load on first use, and
+torch itself when a ``SweepConfig`` turns its device string into a ``torch.device``.
 """
 
 from __future__ import annotations
