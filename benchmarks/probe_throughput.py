@@ -5,7 +5,7 @@ What is timed (defaults follow issue 4):
    and copy bandwidth (a 256 MiB tensor copy; bytes read + written).
 2. A store of 2,000 samples, hidden 1024: 33 LLM layers x 2 sites (llm/image_mean,
    llm/final_token) + a 24-layer vision site, written through StoreWriter. Data: synthetic with a
-   realistic spectrum (layerprobe.probe.synthetic: power-law covariance, massive-activation
+   realistic spectrum (layerprobe.testing.stores: power-law covariance, massive-activation
    dimensions, AR(1) layer evolution, label noise), or a real extraction with --store.
 3. The batched engine on the whole grid through ``run_sweep`` (slab reads, standardisation and
    metrics included): fast-preset MLP probes (every layer x seeds) and linear probes (every
@@ -50,7 +50,7 @@ from layerprobe.probe.metrics import classification_metrics
 from layerprobe.probe.reference import ReferenceProbe, sklearn_linear_probe
 from layerprobe.probe.splits import make_splits
 from layerprobe.probe.sweep import run_sweep
-from layerprobe.probe.synthetic import synthetic_answer_logits, synthetic_labels, synthetic_site, write_store
+from layerprobe.testing.stores import synthetic_answer_logits, synthetic_labels, synthetic_site, tensor_run, write_synthetic_store
 from layerprobe.store import open_store
 
 TARGETS = {"fast_vs_a": 30.0, "paper_vs_a": 2.0, "linear_vs_b": 10.0, "fast_dacc": 1.0, "fast_matmul_peak": 40.0}
@@ -124,7 +124,7 @@ def build_store(path: Path, args: argparse.Namespace) -> Path:
         for k, (name, (n_layers, curve)) in enumerate(layout.items())
     }  # fmt: skip
     names = tuple(f"class{c}" for c in range(args.classes))
-    write_store(path, sites, labels, names, answer_logits=synthetic_answer_logits(labels, args.classes, seed=0))
+    write_synthetic_store(path, tensor_run(sites, labels, names, answer_logits=synthetic_answer_logits(labels, args.classes, seed=0)))
     n_layers = sum(x.shape[0] for x in sites.values())
     print(f"data: synthetic (power-law spectrum, AR(1) layers, 10% label noise), {args.samples} samples x {n_layers} layers x {args.hidden}, "
           f"{args.classes} classes; store written in {time.perf_counter() - start:.1f}s")  # fmt: skip

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from layerprobe.store import StoreWriter, open_store
-from layerprobe.store.synthetic import synthetic_batch, synthetic_run
+from layerprobe.testing.stores import synthetic_batch, synthetic_run
 
 SITES = {"vision/mean": (24, 1024), "llm/image_mean": (33, 1024), "llm/final_token": (33, 1024)}
 

@@ -10,8 +10,7 @@ import polars as pl
 import pytest
 
 from layerprobe.errors import LayerprobeError
-from layerprobe.fhs import FHSConfig, layer_curves, load_results, profile_runs
-from layerprobe.fhs.results import RESULT_COLUMNS
+from layerprobe.fhs import RESULT_COLUMNS, FHSConfig, layer_curves, load_results, profile_runs
 
 METRICS = ("accuracy", "f1", "precision", "recall", "auc")
 
@@ -207,7 +206,7 @@ def test_load_results_checks_files(tmp_path):
     table.write_parquet(a)
     table.with_columns(pl.lit("r2").alias("run_id")).write_parquet(b)
     loaded = load_results([a, b])
-    assert loaded.height == 2 * table.height and set(loaded.get_column("source")) == {str(a), str(b)}
+    assert loaded.frame.height == 2 * table.height and set(loaded.frame.get_column("source")) == {str(a), str(b)}
     with pytest.raises(LayerprobeError, match="appears twice"):
         load_results([a, a])
     with pytest.raises(LayerprobeError, match="does not exist"):

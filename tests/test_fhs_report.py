@@ -1,6 +1,6 @@
 """`build_report` over two runs of one model (base and fine-tuned): a folder that stands on its own."""
 
-import json
+import dataclasses
 import re
 
 import polars as pl
@@ -10,16 +10,16 @@ from test_fhs_profile import make_results, synthetic_run
 
 from layerprobe.errors import LayerprobeError
 from layerprobe.fhs import FHSConfig, build_report
+from layerprobe.testing import stores
 
 
 @pytest.fixture(scope="module")
 def results_paths(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
-    store = root / "runs" / "base.zarr"
-    store.mkdir(parents=True)
-    meta = {"model_id": "org/tiny-gemma", "model_hash": "ab" * 32, "model_type": "gemma3", "prompt_template": "Is this {label}?",
-            "class_names": ["benign", "malignant"], "created_at": "2026-01-01T00:00:00Z"}  # fmt: skip
-    (store / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {"layerprobe": meta}}))
+    run = stores.synthetic_run(10, {"vision/mean": (2, 8)})
+    meta = dataclasses.replace(run.meta, model_id="org/tiny-gemma", model_hash="ab" * 32, model_type="gemma3", prompt_template="Is this {label}?",
+                               candidates=("benign", "malignant"), class_names=("benign", "malignant"))  # fmt: skip
+    stores.write_synthetic_store(root / "runs" / "base.zarr", dataclasses.replace(run, meta=meta))  # read back through open_store
     base = synthetic_run("base", "org/tiny-gemma", "busi", final=0.78)
     tuned = synthetic_run("tuned", "org/tiny-gemma", "busi", adapter="adapters/lora-busi", shift=0.04, final=0.86, rng=1)
     paths = []

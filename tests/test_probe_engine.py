@@ -21,7 +21,7 @@ from layerprobe.probe.optim import BatchedAdamW
 from layerprobe.probe.reference import ReferenceProbe
 from layerprobe.probe.schedule import lr_factor, warmup_steps
 from layerprobe.probe.splits import make_splits
-from layerprobe.probe.synthetic import synthetic_labels, synthetic_site
+from layerprobe.testing.stores import synthetic_labels, synthetic_site
 
 TOL = 1e-5
 

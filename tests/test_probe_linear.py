@@ -15,7 +15,7 @@ from layerprobe.probe.linear import fit_linear_group
 from layerprobe.probe.metrics import classification_metrics
 from layerprobe.probe.reference import sklearn_linear_probe
 from layerprobe.probe.splits import make_splits
-from layerprobe.probe.synthetic import synthetic_labels, synthetic_site
+from layerprobe.testing.stores import synthetic_labels, synthetic_site
 
 
 def _features(labels: np.ndarray, n_layers: int, d: int, seed: int, peak: float = 0.8) -> Features:

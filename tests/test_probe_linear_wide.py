@@ -16,7 +16,7 @@ from layerprobe.probe.linear import fit_linear_group
 from layerprobe.probe.metrics import classification_metrics
 from layerprobe.probe.reference import sklearn_linear_probe
 from layerprobe.probe.splits import make_splits
-from layerprobe.probe.synthetic import synthetic_labels, synthetic_site
+from layerprobe.testing.stores import synthetic_labels, synthetic_site
 
 
 @pytest.mark.parametrize(("d", "seed"), [(64, 0), (32, 1)])

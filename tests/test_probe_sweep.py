@@ -19,7 +19,7 @@ from layerprobe.probe.config import SweepConfig
 from layerprobe.probe.metrics import classification_metrics
 from layerprobe.probe.reference import compare_linear_to_sklearn
 from layerprobe.probe.sweep import run_sweep
-from layerprobe.probe.synthetic import synthetic_answer_logits, synthetic_labels, synthetic_site, write_store
+from layerprobe.testing.stores import synthetic_answer_logits, synthetic_labels, synthetic_site, tensor_run, write_synthetic_store
 from layerprobe.store import open_store
 
 CONTRACT = (
@@ -39,7 +39,8 @@ def make_store(path: Path, labels: np.ndarray, *, class_names: tuple[str, ...] =
     if nan_at is not None:
         acts[nan_at[0]][nan_at[1], 3, 5] = float("nan")
     logits = synthetic_answer_logits(labels, len(class_names), seed=seed)
-    return write_store(path, acts, labels, class_names, answer_logits=logits, splits=splits, chunk_samples=32, dataset_name=dataset)
+    run = tensor_run(acts, labels, class_names, answer_logits=logits, splits=splits, dataset_name=dataset)
+    return write_synthetic_store(path, run, chunk_samples=32)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def test_results_table_contract(store_path: Path, tmp_path: Path) -> None:
     probes = frame.filter(pl.col("kind") != "model")
     assert set(probes.get_column("site")) == set(SITES)
     assert probes.filter(pl.col("kind") == "mlp").get_column("seed").to_list().count(1) == n_layers
-    assert set(frame.get_column("layer_name")) == {"0", "1", "2", "answer"}
+    assert set(frame.get_column("layer_name")) == {"block_0", "block_1", "block_2", "embed", "layer_1", "answer"}  # vocab's layer names
     metrics = [c for c in CONTRACT if c.startswith(("val_", "test_"))]
     values = frame.select(metrics).to_numpy()
     assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
@@ -199,7 +200,7 @@ def test_probe_never_imports_extract_or_transformers(store_path: Path, tmp_path:
 
 def test_diverged_probes_are_marked_failed_not_reported() -> None:
     from layerprobe.probe.sweep import sweep_stores
-    from layerprobe.probe.synthetic import synthetic_store
+    from layerprobe.testing.stores import synthetic_store
 
     store = synthetic_store(100, 16, {"vision/mean": 2}, n_classes=2)
     frame = sweep_stores(SweepConfig(stores=("in-memory",), kinds=("mlp",), preset="fast", lrs=(1e30,), progress=False), [store])

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from layerprobe.store import open_store, verify
-from layerprobe.store.synthetic import synthetic_batch, synthetic_run, write_synthetic_store
+from layerprobe.testing.stores import synthetic_batch, synthetic_run, write_synthetic_store
 
 N, CS = 80, 16  # 5 blocks
 SITES = {"vision/mean": (3, 64), "llm/final_token": (4, 96)}
@@ -30,7 +30,7 @@ CHILD = r"""
 import os, sys, time
 from pathlib import Path
 from layerprobe.store import StoreWriter, chunkio
-from layerprobe.store.synthetic import synthetic_run, synthetic_batch
+from layerprobe.testing.stores import synthetic_run, synthetic_batch
 path, marker, mode = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 run = synthetic_run(%(n)d, %(sites)r)
 shard = (0, 1)

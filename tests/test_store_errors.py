@@ -14,7 +14,7 @@ import zarr
 
 from layerprobe.errors import StoreError
 from layerprobe.store import SCHEMA_VERSION, SampleInfo, SiteSpec, StoreWriter, chunkio, open_store, verify
-from layerprobe.store.synthetic import synthetic_batch, synthetic_run, write_synthetic_store
+from layerprobe.testing.stores import synthetic_batch, synthetic_run, write_synthetic_store
 
 N, CS = 48, 16  # 3 blocks
 

@@ -10,7 +10,7 @@ import pytest
 
 from layerprobe.errors import StoreError
 from layerprobe.store import open_store
-from layerprobe.store.synthetic import synthetic_run, write_synthetic_store
+from layerprobe.testing.stores import synthetic_run, write_synthetic_store
 
 N, CS = 40, 16  # 3 blocks, the last one short (its chunk is padded)
 

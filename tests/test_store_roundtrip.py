@@ -12,7 +12,7 @@ import torch
 
 from layerprobe.cli import commands
 from layerprobe.store import StoreWriter, open_store, verify
-from layerprobe.store.synthetic import synthetic_batch, synthetic_run, write_synthetic_store
+from layerprobe.testing.stores import synthetic_batch, synthetic_run, write_synthetic_store
 
 N, CS = 50, 16  # 4 blocks, the last one short (2 samples)
 

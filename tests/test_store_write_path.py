@@ -13,7 +13,7 @@ import pytest
 
 from layerprobe.errors import StoreError
 from layerprobe.store import StoreWriter, chunkio, open_store, verify
-from layerprobe.store.synthetic import synthetic_batch, synthetic_run
+from layerprobe.testing.stores import synthetic_batch, synthetic_run
 
 N, CS = 50, 16  # 4 blocks, the last one short (2 samples)
 

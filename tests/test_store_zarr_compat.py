@@ -16,7 +16,7 @@ from zarr.storage import LocalStore
 
 from layerprobe.store import open_store
 from layerprobe.store.layout import describe_zarr
-from layerprobe.store.synthetic import synthetic_batch, synthetic_run, write_synthetic_store
+from layerprobe.testing.stores import synthetic_batch, synthetic_run, write_synthetic_store
 
 # zarr-python warns that `commits/` and `samples.parquet` are not Zarr nodes when it lists the root.
 pytestmark = pytest.mark.filterwarnings("ignore:Object at .* is not recognized:UserWarning")

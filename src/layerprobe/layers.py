@@ -12,43 +12,84 @@ is an error, never silently dropped.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from layerprobe.errors import LayerprobeError
 
 LayerSpec = None | int | str | Sequence[int | str]
 
 
-def select_layers(spec: LayerSpec, n_layers: int) -> tuple[int, ...]:
+class _Index(NamedTuple):
+    index: int
+    shown: int | str
+    """The part as written, for the out-of-range message."""
+
+
+class _Slice(NamedTuple):
+    start: int | None
+    stop: int | None
+    step: int | None
+
+
+_ALL = _Slice(None, None, None)
+
+
+@dataclass(frozen=True)
+class LayerSelection:
+    """A layer selection whose syntax is checked: parse once (:func:`parse_layers`), then resolve
+    against each module's layer count (:meth:`resolve`)."""
+
+    spec: LayerSpec
+    """The selection as given (lists as tuples), for messages and reports."""
+    parts: tuple[_Index | _Slice, ...]
+    """The parsed pieces, in the order given."""
+
+    def resolve(self, n_layers: int) -> tuple[int, ...]:
+        """The sorted, distinct layer indices this selection picks of a module with ``n_layers`` layers."""
+        if n_layers < 0:
+            raise ValueError(f"n_layers must be >= 0, got {n_layers}")
+        chosen: set[int] = set()
+        for part in self.parts:
+            if isinstance(part, _Index):
+                chosen.add(_check_index(part.index, n_layers, part.shown))
+            else:
+                chosen.update(range(n_layers)[slice(*part)])
+        return tuple(sorted(chosen))
+
+
+def parse_layers(spec: LayerSpec | LayerSelection) -> LayerSelection:
+    """``spec`` as a :class:`LayerSelection` (returned as is when it is one already)."""
+    if isinstance(spec, LayerSelection):
+        return spec
+    if spec is None:
+        return LayerSelection(None, (_ALL,))
+    given = spec if isinstance(spec, (int, str)) else tuple(spec)
+    items = [given] if isinstance(given, (int, str)) else list(given)
+    return LayerSelection(given, tuple(p for item in items for p in _parse_one(item)))
+
+
+def select_layers(spec: LayerSpec | LayerSelection, n_layers: int) -> tuple[int, ...]:
     """Resolve ``spec`` against a module with ``n_layers`` layers (see the module docstring)."""
     if n_layers < 0:
         raise ValueError(f"n_layers must be >= 0, got {n_layers}")
-    if spec is None:
-        return tuple(range(n_layers))
-    parts: list[int | str]
-    if isinstance(spec, (int, str)):
-        parts = [spec]
-    else:
-        parts = list(spec)
-    chosen: set[int] = set()
-    for part in parts:
-        chosen.update(_parse_one(part, n_layers))
-    return tuple(sorted(chosen))
+    return parse_layers(spec).resolve(n_layers)
 
 
-def _parse_one(part: int | str, n_layers: int) -> list[int]:
+def _parse_one(part: int | str) -> list[_Index | _Slice]:
     if isinstance(part, bool):
         raise LayerprobeError(f"layer selection {part!r} is not an index, slice or 'all'")
     if isinstance(part, int):
-        return [_check_index(part, n_layers, part)]
+        return [_Index(part, part)]
     text = part.strip()
     if "," in text:
-        out: list[int] = []
+        out: list[_Index | _Slice] = []
         for sub in text.split(","):
             if sub.strip():
-                out.extend(_parse_one(sub, n_layers))
+                out.extend(_parse_one(sub))
         return out
     if text in ("", "all", ":"):
-        return list(range(n_layers))
+        return [_ALL]
     if ":" in text:
         bits = text.split(":")
         if len(bits) > 3:
@@ -57,14 +98,16 @@ def _parse_one(part: int | str, n_layers: int) -> list[int]:
             nums = [int(b) if b.strip() else None for b in bits]
         except ValueError:
             raise LayerprobeError(f"layer slice {text!r} is not of the form 'start:stop[:step]'") from None
-        return list(range(n_layers))[slice(*nums)]
+        if len(nums) == 3 and nums[2] == 0:
+            raise ValueError("slice step cannot be zero")
+        return [_Slice(*nums, *([None] * (3 - len(nums))))]
     try:
         index = int(text)
     except ValueError:
         raise LayerprobeError(
             f"layer selection {text!r} is not understood; use an index (-1), a slice (0:8), 'all' or a list (0,4,-1)"
         ) from None
-    return [_check_index(index, n_layers, text)]
+    return [_Index(index, text)]
 
 
 def _check_index(index: int, n_layers: int, shown: int | str) -> int:

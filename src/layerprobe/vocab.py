@@ -105,6 +105,27 @@ def metric_column(split: str, metric: str) -> str:
     return f"{split}_{metric}"
 
 
+# --- probe and scoring options: config fields, also offered as the CLI's choices ------------------
+PRESET_PAPER: Final = "paper"
+"""The study's MLP recipe (``layerprobe.probe.config.PRESETS`` defines each preset)."""
+PRESET_FAST: Final = "fast"
+PRESET_NAMES: Final = (PRESET_PAPER, PRESET_FAST)
+"""Named MLP recipes, in the order the CLI lists them."""
+CLASS_WEIGHT_NONE: Final = "none"
+CLASS_WEIGHT_BALANCED: Final = "balanced"
+CLASS_WEIGHTS: Final = (CLASS_WEIGHT_NONE, CLASS_WEIGHT_BALANCED)
+"""Loss weighting of probes: equal samples, or scikit-learn's ``balanced``."""
+MEAN_CURVE: Final = "mean_curve"
+MEAN_SCORE: Final = "mean_score"
+SEED_AGGS: Final = (MEAN_CURVE, MEAN_SCORE)
+"""How fhs combines seeds: score the seed-mean curve, or average the per-seed scores."""
+MISSING_INTERPOLATE: Final = "interpolate"
+MISSING_NAN: Final = "nan"
+MISSING_ERROR: Final = "error"
+MISSING_POLICIES: Final = (MISSING_INTERPOLATE, MISSING_NAN, MISSING_ERROR)
+"""What fhs does with a layer without a usable probe."""
+
+
 # --- the results table ----------------------------------------------------------------------------
 RESULT_CONTRACT: Final[dict[str, type]] = {
     "run_id": str, "store": str, "model_id": str, "adapter": str, "dataset": str,

@@ -1,7 +1,8 @@
 """`layerprobe fhs` (the four-score table) and `layerprobe report` (a folder with plots and tables).
 
 Both read probe results tables and share the scoring flags, which map one to one onto
-`layerprobe.fhs.FHSConfig`. Only click and the standard library are imported here.
+`layerprobe.fhs.FHSConfig`. Only click, the standard library and `layerprobe.vocab` (the choices)
+are imported here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from typing import Any
 
 import click
 
+from layerprobe import vocab
+
+_NO_SITE = "none"
 _LAYER_HELP = "layer selection: 'all', '-1', '0:8', '0,4,-1'"
 
 
@@ -21,18 +25,18 @@ def _scoring_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The flags that become an FHSConfig, shared by `fhs` and `report`."""
     options = [
         click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False)),
-        click.option("--metric", type=click.Choice(["accuracy", "f1", "precision", "recall", "auc"]), default="accuracy", show_default=True, help="Probe metric P is made of."),
-        click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True, help="Split the metric is read from."),
+        click.option("--metric", type=click.Choice(vocab.METRICS), default=vocab.ACCURACY, show_default=True, help="Probe metric P is made of."),
+        click.option("--split", type=click.Choice(vocab.SCORED_SPLITS), default=vocab.TEST, show_default=True, help="Split the metric is read from."),
         click.option("--lambda", "lambda_", type=float, default=0.2, show_default=True, help="Volatility penalty strength (the paper uses 0.2)."),
-        click.option("--llm-site", default="llm/image_mean", show_default=True, help="LLM site that feeds FHS_L (image-token mean = comprehension)."),
-        click.option("--llm-alt-site", default="llm/final_token", show_default=True, help="Second LLM site scored beside FHS_L; 'none' to skip."),
+        click.option("--llm-site", type=click.Choice(vocab.LLM_SITES), default=vocab.LLM_IMAGE, show_default=True, help="LLM site that feeds FHS_L (image-token mean = comprehension)."),
+        click.option("--llm-alt-site", type=click.Choice([*vocab.LLM_SITES, _NO_SITE], case_sensitive=False), default=vocab.LLM_FINAL, show_default=True, help="Second LLM site scored beside FHS_L; 'none' to skip."),
         click.option("--vision-layers", default="all", show_default=True, help=f"Vision layers that count ({_LAYER_HELP})."),
         click.option("--connector-layers", default="all", show_default=True, help=f"Connector layers that count ({_LAYER_HELP})."),
         click.option("--llm-layers", default="1:", show_default=True, help="LLM layers that count; '1:' leaves out layer 0 (embeddings)."),
-        click.option("--kind", type=click.Choice(["mlp", "linear"]), default="mlp", show_default=True, help="Probe kind the curves come from."),
+        click.option("--kind", type=click.Choice(vocab.PROBE_KINDS), default=vocab.MLP, show_default=True, help="Probe kind the curves come from."),
         click.option("--preset", default=None, help="Probe preset to use when a table holds several."),
-        click.option("--seed-agg", type=click.Choice(["mean_curve", "mean_score"]), default="mean_curve", show_default=True, help="Score the seed-mean curve, or average per-seed scores."),
-        click.option("--missing", type=click.Choice(["interpolate", "nan", "error"]), default="interpolate", show_default=True, help="Layers without a usable probe: bridge interior gaps, give nan, or fail."),
+        click.option("--seed-agg", type=click.Choice(vocab.SEED_AGGS), default=vocab.MEAN_CURVE, show_default=True, help="Score the seed-mean curve, or average per-seed scores."),
+        click.option("--missing", type=click.Choice(vocab.MISSING_POLICIES), default=vocab.MISSING_INTERPOLATE, show_default=True, help="Layers without a usable probe: bridge interior gaps, give nan, or fail."),
         click.option("--eps", type=float, default=0.0, show_default=True, help="Floor (percent) for P before scoring; 0 = none, P = 0 then gives n/a."),
     ]
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
@@ -50,7 +54,7 @@ def _config(kw: dict[str, Any]):
         split=kw.pop("split"),
         lambda_=kw.pop("lambda_"),
         llm_site=kw.pop("llm_site"),
-        llm_alt_site=None if alt.strip().lower() == "none" else alt,
+        llm_alt_site=None if alt == _NO_SITE else alt,
         vision_layers=layers(kw.pop("vision_layers")),
         connector_layers=layers(kw.pop("connector_layers")),
         llm_layers=layers(kw.pop("llm_layers")),

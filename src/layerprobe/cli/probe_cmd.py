@@ -1,7 +1,7 @@
 """``layerprobe probe``: train every probe of a sweep from stores and write the results table.
 
-Imports only click and the standard library at module level; the probe engine (torch, polars) is
-imported when the command runs.
+Imports only click, the standard library and `layerprobe.vocab` (the choices) at module level; the
+probe engine (torch, polars) is imported when the command runs.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import json
 import time
 
 import click
+
+from layerprobe import vocab
 
 
 def _csv(text: str | None) -> tuple[str, ...] | None:
@@ -34,18 +36,18 @@ def _numbers(text: str | None, kind: type, flag: str) -> tuple | None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=str), help="Parquet file for the results table (one row per probe).")
 @click.option("--sites", default=None, help="Comma-separated sites to probe (default: every site in the store).")
 @click.option("--layers", default=None, help="Layers of every site: all, -1, 0:8 or 0,4,-1 (default: all).")
-@click.option("--kinds", default="mlp,linear", show_default=True, help="Probe kinds: mlp and/or linear.")
+@click.option("--kinds", default=",".join(vocab.PROBE_KINDS), show_default=True, help="Probe kinds: mlp and/or linear.")
 @click.option("--seeds", default="0", show_default=True, help="Comma-separated MLP seeds (one probe each).")
-@click.option("--preset", default="paper", show_default=True, type=click.Choice(["paper", "fast"]),
+@click.option("--preset", default=vocab.PRESET_PAPER, show_default=True, type=click.Choice(vocab.PRESET_NAMES),
               help="MLP recipe: paper (the study's protocol) or fast (batch 256, lr 1e-3: the same accuracy, far faster).")  # fmt: skip
 @click.option("--hidden", default=None, help="MLP hidden width(s), comma-separated (default: the preset's, 256).")
 @click.option("--lr", "lrs", default=None, help="MLP learning rate(s), comma-separated (default: the preset's).")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N.")
-@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "float32", "bfloat16"]),
+@click.option("--dtype", default=vocab.AUTO, show_default=True, type=click.Choice(vocab.PROBE_DTYPES),
               help="MLP matmul dtype; auto = bf16 where the device has native bf16 and the batch is large.")  # fmt: skip
 @click.option("--max-memory", default="4GB", show_default=True, help="Memory the sweep may hold at once, e.g. 4GB or 512MB.")
 @click.option("--kfold", type=int, default=None, help="Stratified k-fold cross-validation (metrics averaged over folds).")
-@click.option("--class-weight", default="none", show_default=True, type=click.Choice(["none", "balanced"]), help="Class weighting of the loss.")
+@click.option("--class-weight", default=vocab.CLASS_WEIGHT_NONE, show_default=True, type=click.Choice(vocab.CLASS_WEIGHTS), help="Class weighting of the loss.")
 @click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the stratified split when the store has no split column.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (path, counts, seconds, per-site best layers) instead of text.")
@@ -86,12 +88,13 @@ def probe(
 def _summary(frame) -> dict:  # type: ignore[no-untyped-def]
     import polars as pl
 
-    failed = frame.filter(pl.col("status") != "ok").height
-    ok = frame.filter((pl.col("status") == "ok") & pl.col("test_accuracy").is_not_null())
+    accuracy = vocab.metric_column(vocab.TEST, vocab.ACCURACY)
+    failed = frame.filter(pl.col("status") != vocab.STATUS_OK).height
+    ok = frame.filter((pl.col("status") == vocab.STATUS_OK) & pl.col(accuracy).is_not_null())
     best = (
         ok.group_by("store", "site", "kind", "layer", "layer_name")
-        .agg(pl.col("test_accuracy").mean())
-        .sort("test_accuracy", descending=True)
+        .agg(pl.col(accuracy).mean())
+        .sort(accuracy, descending=True)
         .group_by("store", "site", "kind", maintain_order=True)
         .first()
         .sort("store", "site", "kind")

@@ -7,39 +7,38 @@ each field's docstring says which.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
+from layerprobe import vocab
 from layerprobe.errors import LayerprobeError
 from layerprobe.fhs.scores import PAPER_LAMBDA, MissingPolicy, check_score_params
-from layerprobe.layers import LayerSpec
+from layerprobe.layers import LayerSelection, LayerSpec, parse_layers
 
-METRICS: tuple[str, ...] = ("accuracy", "f1", "precision", "recall", "auc")
-SPLITS: tuple[str, ...] = ("test", "val")
-SEED_AGGS: tuple[str, ...] = ("mean_curve", "mean_score")
-PROBE_KINDS: tuple[str, ...] = ("mlp", "linear")
+_SITE_FIELDS = ("vision_site", "connector_site", "connector_inner_site", "llm_site", "llm_alt_site")
+_LAYER_FIELDS = {"V": "vision_layers", "C": "connector_layers", "L": "llm_layers"}
 
 
 @dataclass(frozen=True)
 class FHSConfig:
     """Settings that turn probe rows into FHS_V, FHS_C, FHS_L and P_final."""
 
-    metric: str = "accuracy"
+    metric: str = vocab.ACCURACY
     """Probe metric P is made of: accuracy (the paper's Table 1), f1, precision, recall or auc."""
-    split: str = "test"
+    split: str = vocab.TEST
     """Split the metric is read from (column ``<split>_<metric>``); ``val`` is for model selection."""
     lambda_: float = PAPER_LAMBDA
     """Volatility penalty strength; the paper fixes 0.2."""
-    vision_site: str = "vision/mean"
+    vision_site: str = vocab.VISION
     """Site that is module V (one row per vision-tower block)."""
-    connector_site: str = "connector/mean"
+    connector_site: str = vocab.CONNECTOR
     """Site that is module C (``inner`` then ``output`` for MLP connectors)."""
-    connector_inner_site: str | None = "connector/inner_mean"
+    connector_inner_site: str | None = vocab.CONNECTOR_INNER
     """Where a run has it (connectors whose hidden layer is wider than the LLM, e.g. Qwen mergers),
     its layers come first in module C, before ``connector_site``'s; ``None`` to ignore it."""
-    llm_site: str = "llm/image_mean"
+    llm_site: str = vocab.LLM_IMAGE
     """Site that feeds FHS_L: the image-token mean ("comprehension"), which is what the paper probes
     module by module; the final token ("utilisation") is its section-5 analysis."""
-    llm_alt_site: str | None = "llm/final_token"
+    llm_alt_site: str | None = vocab.LLM_FINAL
     """Second LLM site, scored and reported beside FHS_L (``None`` to skip)."""
     vision_layers: LayerSpec = None
     """Vision layers that count (``select_layers`` syntax); ``None`` = every block."""
@@ -50,43 +49,48 @@ class FHSConfig:
     """LLM layers that count. Default ``1:`` = the decoder layers, leaving out layer 0 (``embed``): for
     the image-token mean it is the connector output again, for the final token it is one fixed prompt
     embedding (chance level), which would set P_start/P_min of FHS_L by construction."""
-    probe_kind: str = "mlp"
+    probe_kind: str = vocab.MLP
     """Probe rows used for the curves: ``mlp`` (the paper's 2-layer head) or ``linear``."""
     preset: str | None = None
     """Probe preset to use; ``None`` accepts the only one present and refuses to mix several."""
-    seed_agg: str = "mean_curve"
+    seed_agg: str = vocab.MEAN_CURVE
     """``mean_curve``: average P over seeds per layer, then score that curve (the curve the plots
     show). ``mean_score``: score each seed's curve, then average. Both report the spread (sample
     standard deviation over seeds of the per-seed scores)."""
-    missing: MissingPolicy = "interpolate"
+    missing: MissingPolicy = vocab.MISSING_INTERPOLATE
     """Layers with no usable probe: ``interpolate`` interior gaps (a missing first/last layer gives
     nan), ``nan`` for any gap, or ``error``. See :mod:`layerprobe.fhs.scores`."""
     eps: float = 0.0
     """Floor in percent applied to P before scoring; 0 = none, so P_min = 0 or P_end = 0 gives nan."""
+    _selections: dict[str, LayerSelection] = field(init=False, repr=False, compare=False)
+    """Module key -> its layer selection, parsed once on construction (:meth:`module_layers`)."""
 
     def __post_init__(self) -> None:
-        _one_of("metric", self.metric, METRICS)
-        _one_of("split", self.split, SPLITS)
-        _one_of("seed_agg", self.seed_agg, SEED_AGGS)
-        _one_of("probe_kind", self.probe_kind, PROBE_KINDS)
+        _one_of("metric", self.metric, vocab.METRICS)
+        _one_of("split", self.split, vocab.SCORED_SPLITS)
+        _one_of("seed_agg", self.seed_agg, vocab.SEED_AGGS)
+        _one_of("probe_kind", self.probe_kind, vocab.PROBE_KINDS)
         check_score_params(self.lambda_, self.eps, self.missing)
-        for name in ("vision_site", "connector_site", "llm_site"):
-            if not (isinstance(getattr(self, name), str) and getattr(self, name)):
-                raise LayerprobeError(f"{name} must be a site name such as 'llm/image_mean'")
+        for name in _SITE_FIELDS:
+            site = getattr(self, name)
+            if site is None and name in ("connector_inner_site", "llm_alt_site"):
+                continue
+            _one_of(name, site, vocab.SITES)  # a misspelt site would otherwise score as n/a without a word
         if self.llm_alt_site is not None and self.llm_alt_site == self.llm_site:
             raise LayerprobeError(f"llm_alt_site equals llm_site ({self.llm_site!r}); pick the other LLM site or None")
         sites = [s for group in self.module_sites().values() for s in group]
         if len(set(sites)) != len(sites):
             raise LayerprobeError(f"a site is given to two modules ({', '.join(sites)}); give each module its own site")
-        for name in ("vision_layers", "connector_layers", "llm_layers"):
+        for name in _LAYER_FIELDS.values():
             spec = getattr(self, name)
             if isinstance(spec, list):  # keep the config hashable and truly frozen
                 object.__setattr__(self, name, tuple(spec))
+        object.__setattr__(self, "_selections", {module: parse_layers(getattr(self, name)) for module, name in _LAYER_FIELDS.items()})
 
     @property
     def column(self) -> str:
         """Results-table column holding P (as a fraction)."""
-        return f"{self.split}_{self.metric}"
+        return vocab.metric_column(self.split, self.metric)
 
     @property
     def metric_label(self) -> str:
@@ -101,13 +105,13 @@ class FHSConfig:
             out["L_alt"] = (self.llm_alt_site,)
         return out
 
-    def module_layers(self, module: str) -> LayerSpec:
+    def module_layers(self, module: str) -> LayerSelection:
         """Layer selection for a module key (both LLM sites share ``llm_layers``)."""
-        return {"V": self.vision_layers, "C": self.connector_layers}.get(module, self.llm_layers)
+        return self._selections.get(module, self._selections["L"])
 
     def as_dict(self) -> dict[str, object]:
-        """Plain values for reports and JSON."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Plain values for reports and JSON: the settings as given."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
 
 def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:

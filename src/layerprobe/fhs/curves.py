@@ -13,38 +13,58 @@ Choices, in order of application (each documented on :class:`~layerprobe.fhs.con
    so engines that derive a seed per probe still give one curve per replicate.
 5. Module C is ``connector_inner_site`` (where a run has it) followed by ``connector_site``, numbered
    on: Qwen-style connectors then read ``inner, output`` like every other MLP connector.
-6. The layers of a module are ``select_layers(spec, n)`` with ``n = 1 + the largest layer index in the
-   table`` for that run and module: the table alone decides, so results never depend on whether the
+6. The layers of a module are its selection (parsed once by the config) resolved against
+   ``n = 1 + the largest layer index in the table`` for that run and module: the table alone decides, so results never depend on whether the
    store is reachable. Selected layers without a usable row stay in the curve as missing (null).
+
+The points are computed once per (table, config) by :func:`layer_points`; the profile
+(:func:`~layerprobe.fhs.profile.profiles_from`) and the curves (:func:`curves_from`) are both made of them.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import polars as pl
 
+from layerprobe import vocab
 from layerprobe.errors import LayerprobeError
 from layerprobe.fhs.config import FHSConfig
-from layerprobe.fhs.results import ANSWER_SITE, MODEL_KIND, check_results
-from layerprobe.layers import select_layers
+from layerprobe.results import SOURCE, CheckedResults, check_results
 
 RUN_INFO: tuple[str, ...] = ("run_id", "model_id", "adapter", "dataset", "store")
 MODULE_ORDER: tuple[str, ...] = ("V", "C", "L", "L_alt", "P_final")
 MODULE_NAMES: dict[str, str] = {"V": "vision", "C": "connector", "L": "LLM", "L_alt": "LLM (alt. site)", "P_final": "answer"}
 
 
-def run_info(results: pl.DataFrame) -> pl.DataFrame:
+class LayerPoints(NamedTuple):
+    """What every score, table and figure of one (results table, config) is made of."""
+
+    config: FHSConfig
+    """The settings the points were selected with."""
+    runs: pl.DataFrame
     """One row per run: run_id, model_id, adapter, dataset, store (and source when present)."""
-    cols = [*RUN_INFO, *(["source"] if "source" in results.columns else [])]
-    return results.select(cols).unique(subset=["run_id"], keep="first", maintain_order=True)
-
-
-def probe_points(results: pl.DataFrame, config: FHSConfig) -> pl.DataFrame:
+    probes: pl.DataFrame
     """Per-replicate points: run_id, module, site, layer, layer_name, replicate, p (percent or null).
-
     Every selected layer of every module appears for every replicate of its run, so a missing probe
-    is an explicit null rather than an absent row.
-    """
-    results = check_results(results)
+    is an explicit null rather than an absent row."""
+    finals: pl.DataFrame
+    """P_final rows (kind ``model``): run_id, p (percent or null)."""
+
+
+def layer_points(results: CheckedResults | pl.DataFrame, config: FHSConfig | None = None) -> LayerPoints:
+    """The points of every run (checking ``results`` first unless it is a :class:`CheckedResults`)."""
+    config = config or FHSConfig()
+    frame = check_results(results).frame
+    return LayerPoints(config, _run_info(frame), _probe_points(frame, config), _final_points(frame, config))
+
+
+def _run_info(frame: pl.DataFrame) -> pl.DataFrame:
+    cols = [*RUN_INFO, *([SOURCE] if SOURCE in frame.columns else [])]
+    return frame.select(cols).unique(subset=["run_id"], keep="first", maintain_order=True)
+
+
+def _probe_points(results: pl.DataFrame, config: FHSConfig) -> pl.DataFrame:
     sites = config.module_sites()
     site_module = pl.DataFrame(
         [(site, module, rank) for module, group in sites.items() for rank, site in enumerate(group)],
@@ -66,24 +86,28 @@ def probe_points(results: pl.DataFrame, config: FHSConfig) -> pl.DataFrame:
     return _full_grid(rows, config)
 
 
-def final_points(results: pl.DataFrame, config: FHSConfig) -> pl.DataFrame:
-    """P_final rows (kind ``model``): run_id, p (percent or null)."""
-    rows = check_results(results).filter((pl.col("kind") == MODEL_KIND) & (pl.col("site") == ANSWER_SITE))
+def _final_points(results: pl.DataFrame, config: FHSConfig) -> pl.DataFrame:
+    rows = results.filter((pl.col("kind") == vocab.MODEL_KIND) & (pl.col("site") == vocab.ANSWER_SITE))
     return rows.select("run_id", _percent(config))
 
 
-def layer_curves(results: pl.DataFrame, config: FHSConfig | None = None) -> pl.DataFrame:
+def layer_curves(results: CheckedResults | pl.DataFrame, config: FHSConfig | None = None) -> pl.DataFrame:
+    """Tidy per-run layer-wise curves of a results table (see :func:`curves_from`)."""
+    return curves_from(layer_points(results, config))
+
+
+def curves_from(points: LayerPoints) -> pl.DataFrame:
     """Tidy per-run layer-wise curves, one row per (run, module, layer) plus one ``P_final`` row.
 
     Columns: run info, module, site, layer, layer_name, metric, split, p_mean, p_std (sample std over
     seeds; null for one seed), n_seeds (seeds with a usable probe; 0 = missing layer).
     """
-    config = config or FHSConfig()
-    points = probe_points(results, config)
-    finals = final_points(results, config).with_columns(
-        pl.lit("P_final").alias("module"), pl.lit(ANSWER_SITE).alias("site"), pl.lit(0, pl.Int64).alias("layer"), pl.lit("answer").alias("layer_name")
-    )
-    both = pl.concat([points.drop("replicate"), finals.select(points.drop("replicate").columns)])
+    config, probes = points.config, points.probes.drop("replicate")
+    finals = points.finals.with_columns(
+        pl.lit("P_final").alias("module"), pl.lit(vocab.ANSWER_SITE).alias("site"), pl.lit(0, pl.Int64).alias("layer"),
+        pl.lit(vocab.ANSWER_LAYER_NAME).alias("layer_name"),
+    )  # fmt: skip
+    both = pl.concat([probes, finals.select(probes.columns)])
     curves = (
         both.group_by("run_id", "module", "site", "layer", "layer_name", maintain_order=True)
         .agg(pl.col("p").mean().alias("p_mean"), pl.col("p").std(ddof=1).alias("p_std"), pl.col("p").count().cast(pl.Int64).alias("n_seeds"))
@@ -93,7 +117,7 @@ def layer_curves(results: pl.DataFrame, config: FHSConfig | None = None) -> pl.D
             pl.col("module").replace_strict({m: i for i, m in enumerate(MODULE_ORDER)}, return_dtype=pl.Int64).alias("_order"),
         )
     )
-    info = run_info(check_results(results)).select(RUN_INFO)
+    info = points.runs.select(RUN_INFO)
     return (
         info.join(curves, on="run_id", how="inner")
         .sort("run_id", "_order", "layer")
@@ -105,7 +129,7 @@ def layer_curves(results: pl.DataFrame, config: FHSConfig | None = None) -> pl.D
 def _percent(config: FHSConfig) -> pl.Expr:
     """P in percent from a usable row (status ok, finite metric); null marks a missing layer."""
     value = pl.col(config.column)
-    return pl.when((pl.col("status") == "ok") & value.is_not_null() & value.is_finite()).then(100.0 * value).otherwise(None).alias("p")
+    return pl.when((pl.col("status") == vocab.STATUS_OK) & value.is_not_null() & value.is_finite()).then(100.0 * value).otherwise(None).alias("p")
 
 
 def _module_layers(rows: pl.DataFrame) -> pl.DataFrame:
@@ -157,14 +181,14 @@ def _full_grid(rows: pl.DataFrame, config: FHSConfig) -> pl.DataFrame:
     parts: list[pl.DataFrame] = []
     for (run_id, module), group in rows.group_by("run_id", "module", maintain_order=True):
         n_layers = int(group.get_column("layer").max()) + 1
-        spec = config.module_layers(module)
+        selection = config.module_layers(module)
         label = " + ".join(group.get_column("site").unique(maintain_order=True).to_list())
         try:
-            layers = select_layers(spec, n_layers)
+            layers = selection.resolve(n_layers)
         except LayerprobeError as err:
             raise LayerprobeError(f"run {run_id} {label}: {err}") from None
         if not layers:
-            raise LayerprobeError(f"layer selection {spec!r} picks no layer of {label} in run {run_id} ({n_layers} layers in the table); change it")
+            raise LayerprobeError(f"layer selection {selection.spec!r} picks no layer of {label} in run {run_id} ({n_layers} layers in the table); change it")
         known = {layer: (site, name) for layer, site, name in group.select("layer", "site", "layer_name").unique(subset=["layer"]).iter_rows()}
         fallback = config.module_sites()[module][-1]
         n_rep = int(group.get_column("replicate").max()) + 1

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from layerprobe import vocab
 from layerprobe.errors import LayerprobeError
 from layerprobe.fhs.config import FHSConfig
-from layerprobe.fhs.curves import final_points, probe_points, run_info
-from layerprobe.fhs.results import check_results
+from layerprobe.fhs.curves import LayerPoints, layer_points
 from layerprobe.fhs.scores import ModuleScore, module_score
+from layerprobe.results import CheckedResults
 
-__all__ = ["FHSConfig", "ModuleProfile", "RunProfile", "profile_runs"]
+__all__ = ["FHSConfig", "ModuleProfile", "RunProfile", "profile_runs", "profiles_from"]
 
 
 @dataclass(frozen=True)
@@ -88,21 +89,23 @@ class RunProfile:
         """Why any score is nan, one line per module."""
         out = [f"{m.module} ({m.site}): {m.score.reason}" for m in self.modules() if m.score.reason]
         if math.isnan(self.p_final):
-            out.append(f"P_final: no usable 'model' row (site answer_logits) for run {self.run_id}")
+            out.append(f"P_final: no usable '{vocab.MODEL_KIND}' row (site {vocab.ANSWER_SITE}) for run {self.run_id}")
         return tuple(out)
 
 
-def profile_runs(results: pl.DataFrame, config: FHSConfig | None = None) -> tuple[RunProfile, ...]:
-    """Four-score profile of every run in a results table, ordered by dataset, model, adapter."""
-    config = config or FHSConfig()
-    results = check_results(results)
-    points = probe_points(results, config)
-    finals = final_points(results, config)
+def profile_runs(results: CheckedResults | pl.DataFrame, config: FHSConfig | None = None) -> tuple[RunProfile, ...]:
+    """Four-score profile of every run in a results table (see :func:`profiles_from`)."""
+    return profiles_from(layer_points(results, config))
+
+
+def profiles_from(points: LayerPoints) -> tuple[RunProfile, ...]:
+    """Four-score profile of every run of ``points``, ordered by dataset, model, adapter."""
+    config = points.config
     out = []
-    for info in run_info(results).sort("dataset", "model_id", "adapter", "run_id", nulls_last=False).iter_rows(named=True):
-        run_points = points.filter(pl.col("run_id") == info["run_id"])
+    for info in points.runs.sort("dataset", "model_id", "adapter", "run_id", nulls_last=False).iter_rows(named=True):
+        run_points = points.probes.filter(pl.col("run_id") == info["run_id"])
         modules = {m: _module_profile(run_points, m, sites, config, info["run_id"]) for m, sites in config.module_sites().items()}
-        p_final_n = finals.filter(pl.col("run_id") == info["run_id"]).get_column("p").drop_nulls().to_numpy()
+        p_final_n = points.finals.filter(pl.col("run_id") == info["run_id"]).get_column("p").drop_nulls().to_numpy()
         out.append(
             RunProfile(
                 run_id=info["run_id"],
@@ -131,7 +134,7 @@ def _module_profile(run_points: pl.DataFrame, module: str, sites: tuple[str, ...
     wide = rows.pivot(on="replicate", index="layer", values="p", sort_columns=True).sort("layer")
     layers = tuple(int(v) for v in wide.get_column("layer"))
     p_lr = wide.drop("layer").to_numpy().astype(np.float64).T  # (replicate, layer), nan = missing
-    if config.missing == "error" and np.isnan(p_lr).any():
+    if config.missing == vocab.MISSING_ERROR and np.isnan(p_lr).any():
         bad = sorted({layers[j] for j in np.flatnonzero(np.isnan(p_lr).any(axis=0))})
         raise LayerprobeError(f"run {run_id} {site}: no usable '{config.probe_kind}' probe at layer(s) {', '.join(map(str, bad[:8]))}; rerun them or use missing='interpolate'")
     kw = {"lambda_": config.lambda_, "eps": config.eps, "missing": config.missing, "layer_ids": layers}
@@ -139,7 +142,7 @@ def _module_profile(run_points: pl.DataFrame, module: str, sites: tuple[str, ...
     per_seed = [module_score(curve, **kw) for curve in used_lr]
     fhs_s = np.array([s.fhs for s in per_seed if math.isfinite(s.fhs)])
     fhs_std = float(fhs_s.std(ddof=1)) if fhs_s.size > 1 else math.nan
-    if config.seed_agg == "mean_curve" or not per_seed:
+    if config.seed_agg == vocab.MEAN_CURVE or not per_seed:
         mean_curve = np.array([col[~np.isnan(col)].mean() if (~np.isnan(col)).any() else math.nan for col in p_lr.T])
         score = module_score(mean_curve, **kw)
     else:

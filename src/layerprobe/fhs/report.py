@@ -29,14 +29,15 @@ from typing import NamedTuple
 
 import polars as pl
 
-from layerprobe import __version__
+from layerprobe import __version__, vocab
 from layerprobe.errors import LayerprobeError
 from layerprobe.fhs.config import FHSConfig
-from layerprobe.fhs.curves import layer_curves
-from layerprobe.fhs.plots import plot_llm_sites, plot_pipeline
-from layerprobe.fhs.profile import RunProfile, profile_runs
-from layerprobe.fhs.results import load_results, read_store_meta
+from layerprobe.fhs.curves import curves_from, layer_points
+from layerprobe.fhs.plots import Figures, plot_llm_sites, plot_pipeline
+from layerprobe.fhs.profile import RunProfile, profiles_from
+from layerprobe.fhs.stores import store_details
 from layerprobe.fhs.tables import details_markdown, matrix_markdown, profile_frame, run_label, write_profile_table
+from layerprobe.results import SOURCE, CheckedResults, check_results, load_results
 
 
 class Report(NamedTuple):
@@ -52,7 +53,7 @@ class Report(NamedTuple):
 
 
 def build_report(
-    results: Sequence[str | Path] | str | Path | pl.DataFrame,
+    results: Sequence[str | Path] | str | Path | CheckedResults | pl.DataFrame,
     out_dir: str | Path,
     *,
     config: FHSConfig | None = None,
@@ -62,12 +63,13 @@ def build_report(
 ) -> Report:
     """Write the report folder for one or more results tables (paths, or an already loaded table)."""
     config = config or FHSConfig()
-    table = results if isinstance(results, pl.DataFrame) else load_results(results)
-    sources = sorted(set(table.get_column("source").to_list())) if "source" in table.columns else []
+    checked = check_results(results) if isinstance(results, (CheckedResults, pl.DataFrame)) else load_results(results)
+    table = checked.frame
     folder = _prepare_folder(Path(out_dir))
-    profiles = profile_runs(table, config)
+    points = layer_points(checked, config)  # once: the profile, the tables and every figure share them
+    profiles = profiles_from(points)
     frame = profile_frame(profiles)
-    curves = layer_curves(table, config)
+    curves = curves_from(points)
 
     profile_csv = write_profile_table(frame, folder / "profile.csv")
     profile_md = write_profile_table(frame, folder / "profile.md")
@@ -77,23 +79,12 @@ def build_report(
     llm_sites = plot_llm_sites(curves, folder / "figures", config=config, error_bands=error_bands)
 
     lines = [f"# {title}", ""]
-    lines += _header(sources, config)
+    lines += _header(list(checked.sources), config)
     lines += ["## Four-score profile", "", matrix_markdown(frame)]
     notes = [f"- {_inline(run_label(p.model_id, p.adapter))} / {_inline(p.dataset)}: {_inline(n)}" for p in profiles for n in p.notes()]
     if notes:
         lines += ["Notes on undefined (n/a) scores:", "", *notes, ""]
-    lines += ["## Layer-wise probe curves", ""]
-    lines += [
-        f"Probe {config.split} {config.metric} at every layer: vision tower, connector and LLM ({config.llm_site}) on one axis, "
-        "dashed lines at module boundaries, stars for P_final (the model's own answer)"
-        + (", bands of one standard deviation over seeds." if error_bands else "."),
-        "",
-    ]
-    lines += [line for dataset, paths in zip(*pipeline, strict=True) for line in (f"![{dataset}: pipeline]({_rel(paths[0], folder)})", "")]
-    if llm_sites.dataset:
-        lines += ["## Comprehension vs utilisation", ""]
-        lines += [f"Per LLM layer: {config.llm_site} (comprehension, solid) vs {config.llm_alt_site} (utilisation, dashed).", ""]
-        lines += [line for dataset, paths in zip(*llm_sites, strict=True) for line in (f"![{dataset}: LLM sites]({_rel(paths[0], folder)})", "")]
+    lines += _curves_section(pipeline, llm_sites, folder, config, error_bands)
     lines += ["## Score details", "", "P in percent; FHS = P_end x (1 + GF) x VP; ± is the standard deviation of per-seed FHS.", "", details_markdown(profiles)]
     lines += ["## Runs", "", *_runs_section(table, profiles)]
     lines += ["## Probe and scoring settings", "", *_settings_section(table, config)]
@@ -113,6 +104,22 @@ def build_report(
         html_path = folder / "report.html"
         html_path.write_text(markdown_to_html(text, title=title))
     return Report(folder, markdown, html_path, profile_csv, profile_md, curves_path, figures)
+
+
+def _curves_section(pipeline: Figures, llm_sites: Figures, folder: Path, config: FHSConfig, error_bands: bool) -> list[str]:
+    lines = ["## Layer-wise probe curves", ""]
+    lines += [
+        f"Probe {config.split} {config.metric} at every layer: vision tower, connector and LLM ({config.llm_site}) on one axis, "
+        "dashed lines at module boundaries, stars for P_final (the model's own answer)"
+        + (", bands of one standard deviation over seeds." if error_bands else "."),
+        "",
+    ]
+    lines += [line for dataset, paths in zip(*pipeline, strict=True) for line in (f"![{dataset}: pipeline]({_rel(paths[0], folder)})", "")]
+    if llm_sites.dataset:
+        lines += ["## Comprehension vs utilisation", ""]
+        lines += [f"Per LLM layer: {config.llm_site} (comprehension, solid) vs {config.llm_alt_site} (utilisation, dashed).", ""]
+        lines += [line for dataset, paths in zip(*llm_sites, strict=True) for line in (f"![{dataset}: LLM sites]({_rel(paths[0], folder)})", "")]
+    return lines
 
 
 def _prepare_folder(folder: Path) -> Path:
@@ -146,16 +153,16 @@ def _runs_section(table: pl.DataFrame, profiles: Sequence[RunProfile]) -> list[s
     rows = ["| run | model | adapter | dataset | samples (train/val/test) | store | model hash | model type | created |", "|---|---|---|---|---|---|---|---|---|"]
     extra: list[str] = []
     for prof in profiles:
-        probes = table.filter((pl.col("run_id") == prof.run_id) & (pl.col("kind") != "model"))
+        probes = table.filter((pl.col("run_id") == prof.run_id) & (pl.col("kind") != vocab.MODEL_KIND))
         sizes = probes.select("n_train", "n_val", "n_test").drop_nulls().head(1)
         size = "/".join(str(v) for v in sizes.row(0)) if sizes.height else "?"
-        source = probes.get_column("source")[0] if "source" in probes.columns and probes.height else None
-        meta = read_store_meta(prof.store, relative_to=Path(source).parent if source else None) or {}
+        source = probes.get_column(SOURCE)[0] if SOURCE in probes.columns and probes.height else None
+        details = store_details(prof.store, relative_to=Path(source).parent if source else None)
         cells = [prof.run_id, prof.model_id, prof.adapter or "-", prof.dataset, size, prof.store or "-"]
-        cells += [str(meta.get("model_hash", ""))[:12] or "?", str(meta.get("model_type", "?")), str(meta.get("created_at", "?"))]
+        cells += [details.model_hash[:12], details.model_type, details.created_at] if details else ["?", "?", "?"]
         rows.append("| " + " | ".join(_inline(c) for c in cells) + " |")
-        if meta.get("prompt_template") or meta.get("class_names"):
-            extra.append(f"- `{_inline(prof.run_id)}`: classes {_inline(', '.join(map(str, meta.get('class_names') or [])))}; prompt `{_inline(str(meta.get('prompt_template', '')))}`")
+        if details:
+            extra.append(f"- `{_inline(prof.run_id)}`: classes {_inline(', '.join(details.class_names))}; prompt `{_inline(details.prompt_template)}`")
     out = [*rows, ""]
     if extra:
         out += ["Store metadata (read from each store's zarr.json):", "", *extra, ""]
@@ -169,7 +176,7 @@ def _settings_section(table: pl.DataFrame, config: FHSConfig) -> list[str]:
     presets = sorted(probes.get_column("preset").drop_nulls().unique().to_list())
     params = sorted(probes.get_column("params").drop_nulls().unique().to_list())
     seeds = sorted(probes.get_column("seed").drop_nulls().unique().to_list())
-    n_failed = probes.filter(pl.col("status") != "ok").height
+    n_failed = probes.filter(pl.col("status") != vocab.STATUS_OK).height
     out = [
         f"- probes: kind `{config.probe_kind}`, preset(s) {', '.join(f'`{p}`' for p in presets) or '-'}, "
         f"{probes.height} probe rows ({n_failed} not ok), seeds {', '.join(map(str, seeds)) or '-'}",

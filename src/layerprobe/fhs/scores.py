@@ -43,10 +43,11 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
+from layerprobe import vocab
 from layerprobe.errors import LayerprobeError
 
 MissingPolicy = Literal["interpolate", "nan", "error"]
-MISSING_POLICIES: tuple[str, ...] = ("interpolate", "nan", "error")
+"""The values of ``vocab.MISSING_POLICIES``, for type checkers (a test holds the two equal)."""
 PAPER_LAMBDA = 0.2
 
 
@@ -100,9 +101,9 @@ def module_score(
 
     if n_missing:
         where = _describe_missing(present_n, layer_ids)
-        if missing == "error":
+        if missing == vocab.MISSING_ERROR:
             raise LayerprobeError(f"probe curve has {where}; probe those layers or choose missing='interpolate' or 'nan'")
-        if missing == "nan":
+        if missing == vocab.MISSING_NAN:
             return undefined(f"{where} (missing='nan')")
         if not (present_n[0] and present_n[-1]):
             end = "first" if not present_n[0] else "last"
@@ -168,8 +169,8 @@ def check_score_params(lambda_: float, eps: float, missing: str) -> None:
         raise LayerprobeError(f"lambda_ must be a finite number >= 0 (the paper uses 0.2), got {lambda_}")
     if not (isinstance(eps, (int, float)) and 0 <= eps <= 100):
         raise LayerprobeError(f"eps must be a percent in [0, 100] (0 = no floor), got {eps}")
-    if missing not in MISSING_POLICIES:
-        raise LayerprobeError(f"missing={missing!r} is not a policy; use one of {', '.join(MISSING_POLICIES)}")
+    if missing not in vocab.MISSING_POLICIES:
+        raise LayerprobeError(f"missing={missing!r} is not a policy; use one of {', '.join(vocab.MISSING_POLICIES)}")
 
 
 def _describe_missing(present_n: np.ndarray, layer_ids: Sequence[int] | None) -> str:

@@ -25,13 +25,15 @@ import json
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from layerprobe.errors import ProbeError
-from layerprobe.layers import LayerSpec
+from layerprobe import vocab
+from layerprobe.devices import parse_device
+from layerprobe.errors import LayerprobeError, ProbeError
+from layerprobe.layers import LayerSelection, LayerSpec, parse_layers
 
-KINDS: tuple[str, ...] = ("mlp", "linear")
-DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16")
-CLASS_WEIGHTS: tuple[str, ...] = ("none", "balanced")
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -138,9 +140,10 @@ class LinearSpec:
 
 
 PRESETS: dict[str, ProbeSpec] = {
-    "paper": ProbeSpec(name="paper"),
-    "fast": ProbeSpec(name="fast", lr=1e-3, batch_size=256),
+    vocab.PRESET_PAPER: ProbeSpec(name=vocab.PRESET_PAPER),
+    vocab.PRESET_FAST: ProbeSpec(name=vocab.PRESET_FAST, lr=1e-3, batch_size=256),
 }
+"""The named recipes, keyed and ordered as ``vocab.PRESET_NAMES`` (a test holds them equal)."""
 
 
 def get_preset(name: str) -> ProbeSpec:
@@ -161,14 +164,15 @@ class SweepConfig:
     """Parquet file for the results table; None = only return the DataFrame."""
     sites: tuple[str, ...] | None = None
     """Sites to probe; None = every site each store has."""
-    layers: LayerSpec = None
-    """Layers to probe in every site (``select_layers`` syntax, e.g. ``-1`` or ``0:8``); None = all."""
-    kinds: tuple[str, ...] = KINDS
+    layers: LayerSpec | LayerSelection = None
+    """Layers to probe in every site (``select_layers`` syntax, e.g. ``-1`` or ``0:8``); None = all.
+    Parsed on construction: the field then holds the :class:`~layerprobe.layers.LayerSelection`."""
+    kinds: tuple[str, ...] = vocab.PROBE_KINDS
     """Probe kinds: ``mlp`` and/or ``linear``."""
     seeds: tuple[int, ...] = (0,)
     """One MLP probe per seed (the seed fixes its init, batch order and dropout masks). Linear
     probes are deterministic: one per (site, layer), with a null seed."""
-    preset: str = "paper"
+    preset: str = vocab.PRESET_PAPER
     """MLP recipe: a name in PRESETS."""
     hidden: tuple[int, ...] | None = None
     """MLP hidden widths to sweep; None = the preset's."""
@@ -176,7 +180,7 @@ class SweepConfig:
     """MLP learning rates to sweep; None = the preset's. Probes that differ only in lr train together."""
     linear: LinearSpec = field(default_factory=LinearSpec)
     """Linear-probe recipe."""
-    class_weight: str = "none"
+    class_weight: str = vocab.CLASS_WEIGHT_NONE
     """``balanced`` weights each class by n / (n_classes * count) on the training split (as
     scikit-learn's ``class_weight='balanced'``); ``none`` weights samples equally."""
     kfold: int | None = None
@@ -186,9 +190,11 @@ class SweepConfig:
     """Seed of the stratified split (used when the store has no split column, or for k-fold)."""
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     """Train/val/test fractions of a stratified split made here."""
-    device: str = "cpu"
-    """Torch device for training (``auto`` = CUDA when present, ``cpu``, ``cuda``, ``cuda:1``)."""
-    dtype: str = "auto"
+    device: str | torch.device = "cpu"
+    """Torch device for training (``auto`` = CUDA when present, ``cpu``, ``cuda``, ``cuda:1``).
+    Parsed on construction (so an unknown or absent device fails here): the field then holds the
+    ``torch.device``."""
+    dtype: str = vocab.AUTO
     """Matmul dtype of MLP probes: ``auto`` = bfloat16 (fp32 master weights) where the device has
     native bf16 matmuls and the batch is large enough to be compute-bound, else float32."""
     max_memory: int = 4 << 30
@@ -206,7 +212,7 @@ class SweepConfig:
         object.__setattr__(self, "stores", tuple(Path(s) for s in self.stores))
         if self.out is not None:
             object.__setattr__(self, "out", Path(self.out))
-        bad_kinds = [k for k in self.kinds if k not in KINDS]
+        bad_kinds = [k for k in self.kinds if k not in vocab.PROBE_KINDS]
         if bad_kinds or not self.kinds:
             raise ProbeError(f"probe kinds {list(self.kinds)} not understood; use mlp and/or linear")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
@@ -216,19 +222,31 @@ class SweepConfig:
             raise ProbeError(f"hidden widths {self.hidden} must be >= 1")
         if self.lrs is not None and (not self.lrs or any(lr <= 0 for lr in self.lrs)):
             raise ProbeError(f"learning rates {self.lrs} must be > 0")
-        if self.class_weight not in CLASS_WEIGHTS:
+        if self.class_weight not in vocab.CLASS_WEIGHTS:
             raise ProbeError(f"class weight {self.class_weight!r} not understood; use none or balanced")
         if self.kfold is not None and self.kfold < 3:
             raise ProbeError(f"kfold={self.kfold}: k-fold needs k >= 3 (one fold for test, one for validation, the rest to train)")
         fractions = self.split_fractions
         if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
             raise ProbeError(f"split fractions {fractions} must be three positive numbers summing to 1")
-        if self.dtype not in DTYPES:
-            raise ProbeError(f"dtype {self.dtype!r} not understood; use one of {', '.join(DTYPES)}")
+        if self.dtype not in vocab.PROBE_DTYPES:
+            raise ProbeError(f"dtype {self.dtype!r} not understood; use one of {', '.join(vocab.PROBE_DTYPES)}")
         if self.max_memory < 64 << 20:
             raise ProbeError(f"max_memory {self.max_memory} bytes is too small; give at least 64MB")
         if self.group_probes is not None and self.group_probes < 1:
             raise ProbeError("group_probes must be >= 1")
+        self._parse_values()
+
+    def _parse_values(self) -> None:
+        """Turn the layer selection and the device into values, once; everything below takes them."""
+        try:
+            object.__setattr__(self, "layers", parse_layers(self.layers))
+        except LayerprobeError as err:
+            raise ProbeError(str(err)) from None
+        import torch
+
+        if not isinstance(self.device, torch.device):
+            object.__setattr__(self, "device", parse_device(str(self.device), ProbeError))
 
     def mlp_specs(self) -> tuple[ProbeSpec, ...]:
         """The MLP recipes of the grid: the preset crossed with the hidden widths and lrs swept."""

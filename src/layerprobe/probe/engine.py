@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 import torch
 
+from layerprobe import vocab
 from layerprobe.probe.config import ProbeSpec
 from layerprobe.probe.features import Features
 from layerprobe.probe.hardware import native_bf16
@@ -73,11 +74,11 @@ class MlpResult(NamedTuple):
     """Floating-point operations done in matmuls (training and evaluation)."""
 
 
-def matmul_dtype(device: torch.device | str, batch_size: int, requested: str = "auto") -> tuple[torch.dtype, str]:
+def matmul_dtype(device: torch.device | str, batch_size: int, requested: str = vocab.AUTO) -> tuple[torch.dtype, str]:
     """The matmul dtype for MLP probes and the reason, logged with the results."""
-    if requested == "float32":
+    if requested == vocab.FLOAT32:
         return torch.float32, "float32 requested"
-    if requested == "bfloat16":
+    if requested == vocab.BFLOAT16:
         return torch.bfloat16, "bfloat16 requested"
     if batch_size < BF16_MIN_BATCH:
         return torch.float32, f"batch size {batch_size} < {BF16_MIN_BATCH} is memory-bound; bf16 casts would only add traffic"

@@ -1,7 +1,8 @@
 """The probe grid of a sweep, checked against the stores, and how it is cut into groups.
 
 Grid: stores x sites x layers x kinds x seeds x recipes (hidden widths, lrs). Checking happens
-here, before anything is trained: every requested site and layer must exist in every store, labels
+here, before anything is trained: no two stores may hold the same run (their rows would be the
+same probes, ``vocab.PROBE_KEY``), every requested site and layer must exist in every store, labels
 must agree between stores wherever they name the same sample id, and every split must be usable.
 
 Grouping (why the sizes are what they are)
@@ -22,17 +23,19 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from layerprobe import vocab
 from layerprobe.errors import LayerprobeError, ProbeError
-from layerprobe.layers import select_layers
 from layerprobe.probe.config import ProbeSpec, SweepConfig
 from layerprobe.probe.engine import BF16_MIN_BATCH
 from layerprobe.probe.splits import Split, make_splits
 
-ANSWER_SITE = "answer_logits"
+if TYPE_CHECKING:
+    from layerprobe.store import RunMeta
+    from layerprobe.store.protocol import StoreLike
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,8 @@ class StorePlan:
 
     index: int
     path: Path
-    store: Any
-    """The open ``layerprobe.store.Store``."""
+    store: StoreLike
+    """The open store (``layerprobe.store.Store`` or an in-memory test store)."""
     run_id: str
     """Short hash of what the run was (model, adapter, manifest, prompt); stable across copies."""
     splits: tuple[Split, ...]
@@ -61,8 +64,10 @@ class StorePlan:
     n_classes: int
 
 
-def plan_stores(cfg: SweepConfig, stores: Sequence[Any]) -> list[StorePlan]:
+def plan_stores(cfg: SweepConfig, stores: Sequence[StoreLike]) -> list[StorePlan]:
     """Check every store against the config and each other; return what each will probe."""
+    run_ids = [run_id(store.meta) for store in stores]
+    _check_runs_differ(cfg.stores, run_ids)
     _check_labels_agree(cfg.stores, stores)
     plans = []
     for index, (path, store) in enumerate(zip(cfg.stores, stores)):
@@ -72,27 +77,41 @@ def plan_stores(cfg: SweepConfig, stores: Sequence[Any]) -> list[StorePlan]:
             store.labels, store.splits, store.valid, class_names=store.class_names, kfold=cfg.kfold,
             seed=cfg.split_seed, fractions=cfg.split_fractions, where=where,
         )  # fmt: skip
-        plans.append(StorePlan(index, Path(path), store, run_id(store.meta), splits, _site_plans(cfg, store, where), n_classes))
+        plans.append(StorePlan(index, Path(path), store, run_ids[index], splits, _site_plans(cfg, store, where), n_classes))
     return plans
 
 
-def run_id(meta: Any) -> str:
+def run_id(meta: RunMeta) -> str:
     """12 hex digits identifying a run by model, adapter, manifest and prompt."""
-    keys = ("model_id", "model_hash", "adapter", "adapter_hash", "manifest_sha256", "prompt_template")
-    text = json.dumps({k: getattr(meta, k, None) for k in keys}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    identity = {
+        "model_id": meta.model_id, "model_hash": meta.model_hash, "adapter": meta.adapter,
+        "adapter_hash": meta.adapter_hash, "manifest_sha256": meta.manifest_sha256, "prompt_template": meta.prompt_template,
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _site_plans(cfg: SweepConfig, store: Any, where: str) -> tuple[SitePlan, ...]:
+def _check_runs_differ(paths: Sequence[Path], run_ids: Sequence[str]) -> None:
+    """Two stores of one run (copies) would give the same probes twice, which no table may hold."""
+    seen: dict[str, int] = {}
+    for index, rid in enumerate(run_ids):
+        first = seen.setdefault(rid, index)
+        if first != index:
+            raise ProbeError(
+                f"stores {paths[first]} and {paths[index]} hold the same run (same model, adapter, manifest and prompt; "
+                f"run_id {rid}); probe one of them"
+            )
+
+
+def _site_plans(cfg: SweepConfig, store: StoreLike, where: str) -> tuple[SitePlan, ...]:
     available = dict(store.sites)
-    wanted = [s for s in (cfg.sites if cfg.sites is not None else tuple(available)) if s != ANSWER_SITE]
+    wanted = [s for s in (cfg.sites if cfg.sites is not None else tuple(available)) if s != vocab.ANSWER_SITE]
     out = []
     for name in wanted:
         if name not in available:
             raise ProbeError(f"{where} has no site {name!r} (it has: {', '.join(available) or 'none'}); drop it from --sites")
         spec = available[name]
         try:
-            layers = select_layers(cfg.layers, len(spec.layer_names))
+            layers = cfg.layers.resolve(len(spec.layer_names))
         except LayerprobeError as err:
             raise ProbeError(f"{where}, site {name}: {err}") from None
         out.append(SitePlan(name, layers, tuple(spec.layer_names[i] for i in layers), spec.hidden))
@@ -101,14 +120,14 @@ def _site_plans(cfg: SweepConfig, store: Any, where: str) -> tuple[SitePlan, ...
     return tuple(out)
 
 
-def _check_labels_agree(paths: Sequence[Path], stores: Sequence[Any]) -> None:
+def _check_labels_agree(paths: Sequence[Path], stores: Sequence[StoreLike]) -> None:
     """A sample id present in several stores of one dataset must carry the same class name in each.
 
     Stores of different datasets (``meta.dataset_name``) are independent: their ids may collide.
     """
     seen: dict[tuple[str, str], tuple[str, int]] = {}
     for index, store in enumerate(stores):
-        names, dataset = store.class_names, str(getattr(store.meta, "dataset_name", ""))
+        names, dataset = store.class_names, store.meta.dataset_name
         for row in np.flatnonzero(np.asarray(store.valid, dtype=bool)):
             sample_id, label = str(store.ids[row]), names[int(store.labels[row])]
             first = seen.setdefault((dataset, sample_id), (label, index))
@@ -121,7 +140,7 @@ def _check_labels_agree(paths: Sequence[Path], stores: Sequence[Any]) -> None:
 
 def count_probes(cfg: SweepConfig, plans: Sequence[StorePlan]) -> int:
     """Rows of the results table besides the model rows."""
-    per_layer = (len(cfg.seeds) * len(cfg.mlp_specs()) if "mlp" in cfg.kinds else 0) + (1 if "linear" in cfg.kinds else 0)
+    per_layer = (len(cfg.seeds) * len(cfg.mlp_specs()) if vocab.MLP in cfg.kinds else 0) + (1 if vocab.LINEAR in cfg.kinds else 0)
     return sum(len(site.layers) * per_layer for plan in plans for site in plan.sites)
 
 

@@ -19,11 +19,11 @@ from typing import NamedTuple
 
 import torch
 
-METRIC_NAMES = ("accuracy", "f1", "precision", "recall", "auc")
-
-
 class Metrics(NamedTuple):
-    """One float64 tensor of shape ``[P]`` per metric (fractions in [0, 1]; AUC may be NaN)."""
+    """One float64 tensor of shape ``[P]`` per metric (fractions in [0, 1]; AUC may be NaN).
+
+    The fields are ``vocab.METRICS``, in that order (a test holds them equal).
+    """
 
     accuracy: torch.Tensor
     f1: torch.Tensor

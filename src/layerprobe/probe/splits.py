@@ -20,9 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from layerprobe import vocab
 from layerprobe.errors import ProbeError
-
-SPLIT_NAMES = ("train", "val", "test")
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,8 +62,8 @@ def make_splits(
         splits = _kfold(labels, rows, kfold, rng, where)
     else:
         column = np.asarray(split_column, dtype=object)
-        used = {str(v) for v in column[rows]} - {""}
-        unknown = used - set(SPLIT_NAMES)
+        used = {str(v) for v in column[rows]} - {vocab.UNASSIGNED}
+        unknown = used - set(vocab.SPLITS)
         if unknown:
             raise ProbeError(f"{where}: split column has value(s) {sorted(unknown)}; use train, val, test or empty")
         if used:
@@ -96,8 +95,7 @@ def _stratified(labels: np.ndarray, rows: np.ndarray, fractions: Sequence[float]
 
 
 def _from_column(labels: np.ndarray, rows: np.ndarray, names: np.ndarray, fractions: Sequence[float], rng: np.random.Generator) -> Split:
-    named = {name: rows[names == name] for name in SPLIT_NAMES}
-    train, val, test = named["train"], named["val"], named["test"]
+    train, val, test = (rows[names == name] for name in vocab.SPLITS)
     f_train, f_val, f_test = fractions
     if test.size == 0 and val.size == 0:
         train, val, test = _stratified(labels, train, (f_train, f_val, f_test), rng)
@@ -130,6 +128,6 @@ def _check(split: Split, labels: np.ndarray, class_names: Sequence[str], where: 
     if present.size < 2:
         only = class_names[int(present[0])] if present.size else "none"
         raise ProbeError(f"{where}: training split ({split.name}) has a single class ({only!r}); probes need two or more classes, fix the labels or the split column")
-    for part in ("val", "test"):
+    for part in vocab.SCORED_SPLITS:
         if getattr(split, part).size == 0:
             raise ProbeError(f"{where}: {part} split ({split.name}) is empty; add {part} samples to the split column or clear it to let the sweep split")

@@ -11,8 +11,9 @@ Order of work (each slab is read once)::
           MLP probes: every layer x seed x recipe, batched training (memory-sized groups)
           metrics for all of them, batched
 
-The sweep uses only the ``layerprobe.store`` reading interface (``open_store`` and the ``Store``
-attributes in docs/architecture.md), so it runs wherever the stores are, without the models.
+The sweep reads stores only through ``layerprobe.store.StoreLike`` (what ``open_store`` returns
+satisfies it, and so does the in-memory store of ``layerprobe.testing``), so it runs wherever the
+stores are, without the models.
 A layer whose slab holds NaN/Inf gets failed rows naming the count; other layers are unaffected.
 """
 
@@ -23,23 +24,25 @@ import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 import torch
 
-from layerprobe.devices import parse_device
-from layerprobe.errors import ProbeError
+from layerprobe import vocab
 from layerprobe.probe.config import ProbeSpec, SweepConfig, params_json
 from layerprobe.probe.engine import Stream, matmul_dtype, train_mlp_group
 from layerprobe.probe.features import Features, balanced_class_weight, prepare_features
-from layerprobe.probe.grid import ANSWER_SITE, SitePlan, StorePlan, count_probes, layer_chunks, plan_stores, streams_per_group
+from layerprobe.probe.grid import SitePlan, StorePlan, count_probes, layer_chunks, plan_stores, streams_per_group
 from layerprobe.probe.hardware import last_level_cache_bytes
 from layerprobe.probe.linear import fit_linear_group
 from layerprobe.probe.metrics import classification_metrics
 from layerprobe.probe.splits import Split
 from layerprobe.probe.table import Outcome, TableBuilder, metric_values
+
+if TYPE_CHECKING:
+    from layerprobe.store.protocol import StoreLike
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +54,13 @@ def run_sweep(cfg: SweepConfig) -> pl.DataFrame:
     return sweep_stores(cfg, [open_store(path) for path in cfg.stores])
 
 
-def sweep_stores(cfg: SweepConfig, stores: list[Any]) -> pl.DataFrame:
-    """:func:`run_sweep` on stores already open (one per ``cfg.stores`` entry, same order); any
-    object with the ``Store`` reading interface works, e.g. an in-memory synthetic store."""
+def sweep_stores(cfg: SweepConfig, stores: list[StoreLike]) -> pl.DataFrame:
+    """:func:`run_sweep` on stores already open (one per ``cfg.stores`` entry, same order), e.g.
+    in-memory test stores."""
     from tqdm.auto import tqdm
 
     if len(stores) != len(cfg.stores):
         raise ValueError("one open store per cfg.stores entry")
-    device = parse_device(cfg.device, ProbeError)
     plans = plan_stores(cfg, stores)
     table = TableBuilder()
     show = cfg.progress and sys.stderr.isatty()
@@ -71,11 +73,11 @@ def sweep_stores(cfg: SweepConfig, stores: list[Any]) -> pl.DataFrame:
                     bar.set_description(f"{plan.path.name} {site.name} layers {layers[0]}-{layers[-1]}")
                     x_lnd = plan.store.read_slabs(site.name, list(layers))
                     for split in plan.splits:
-                        features = prepare_features(x_lnd, plan.store.labels, split, device)
+                        features = prepare_features(x_lnd, plan.store.labels, split, cfg.device)
                         job = _SlabProbes(cfg, plan, site, layers, split, features, table, lambda n: bar.update(n / len(plan.splits)))
-                        if "linear" in cfg.kinds:
+                        if vocab.LINEAR in cfg.kinds:
                             job.linear()
-                        if "mlp" in cfg.kinds:
+                        if vocab.MLP in cfg.kinds:
                             job.mlp()
                     del x_lnd
     frame = table.frame()
@@ -95,10 +97,10 @@ def write_table(frame: pl.DataFrame, out: Path) -> None:
 def _identity(cfg: SweepConfig, plan: StorePlan, site: str, layer: int, layer_name: str, kind: str) -> dict[str, Any]:
     meta = plan.store.meta
     return {
-        "run_id": plan.run_id, "store": str(plan.path), "model_id": getattr(meta, "model_id", None),
-        "adapter": getattr(meta, "adapter", None), "dataset": getattr(meta, "dataset_name", None),
+        "run_id": plan.run_id, "store": str(plan.path), "model_id": meta.model_id,
+        "adapter": meta.adapter, "dataset": meta.dataset_name,
         "site": site, "layer": layer, "layer_name": layer_name, "kind": kind, "seed": None,
-        "preset": None if kind == "model" else cfg.preset, "params": "{}", "split": _split_label(cfg, plan.splits),
+        "preset": None if kind == vocab.MODEL_KIND else cfg.preset, "params": "{}", "split": _split_label(cfg, plan.splits),
         "matmul_dtype": None,
     }  # fmt: skip
 
@@ -113,7 +115,7 @@ def _split_label(cfg: SweepConfig, splits: tuple[Split, ...]) -> str:
 
 def _model_rows(plan: StorePlan, cfg: SweepConfig, table: TableBuilder) -> None:
     """P_final: the model's own answer (argmax over candidate logits; softmax for AUC) on each split."""
-    identity = _identity(cfg, plan, ANSWER_SITE, 0, "answer", "model")
+    identity = _identity(cfg, plan, vocab.ANSWER_SITE, 0, vocab.ANSWER_LAYER_NAME, vocab.MODEL_KIND)
     logits_nc = plan.store.answer_logits().float()
     problem = None
     if logits_nc.shape[1] != plan.n_classes:
@@ -140,7 +142,7 @@ class _SlabProbes:
         self.table, self.advance = table, advance
         self.names = dict(zip(site.layers, site.layer_names))
         self.sizes = (len(split.train), len(split.val), len(split.test))
-        self.weight = balanced_class_weight(features.y_train, plan.n_classes) if cfg.class_weight == "balanced" else None
+        self.weight = balanced_class_weight(features.y_train, plan.n_classes) if cfg.class_weight == vocab.CLASS_WEIGHT_BALANCED else None
         self.good = [i for i in range(len(layers)) if bool(features.finite[i])]
         self.bad_error = {
             i: f"slab {site.name} layer {layers[i]} has {int(features.n_bad[i])} NaN/Inf values in the samples used; "
@@ -163,13 +165,13 @@ class _SlabProbes:
     def linear(self) -> None:
         params = params_json({**self.cfg.linear.params(), "class_weight": self.cfg.class_weight})
         for i, error in self.bad_error.items():
-            self.table.add(self.identity(i, "linear", params=params), Outcome(None, None, *self.sizes, 0.0, error=error))
+            self.table.add(self.identity(i, vocab.LINEAR, params=params), Outcome(None, None, *self.sizes, 0.0, error=error))
         self.advance(len(self.bad_error))
         for chunk in _linear_chunks(self.good, self.features, self.cfg):
             result = fit_linear_group(self.features.select(chunk), self.cfg.linear, n_classes=self.plan.n_classes, class_weight=self.weight)
             metrics = (classification_metrics(result.val_prob, self.features.y_val), classification_metrics(result.test_prob, self.features.y_test))
             for j, i in enumerate(chunk):
-                identity = self.identity(i, "linear", params=params, matmul_dtype="float32")
+                identity = self.identity(i, vocab.LINEAR, params=params, matmul_dtype=vocab.FLOAT32)
                 extra = {"chosen_c": float(result.chosen_c[j]), "converged": bool(result.converged[j])}
                 self.add(identity, metrics, j, result.test_prob[j], result.seconds / len(chunk), **extra)
             self.advance(len(chunk))
@@ -183,7 +185,7 @@ class _SlabProbes:
 
             def identity(i: int, seed: int, v: ProbeSpec) -> dict[str, Any]:
                 params = params_json({**v.params(), "class_weight": cfg.class_weight})
-                return self.identity(i, "mlp", seed=seed, params=params, matmul_dtype=str(dtype).removeprefix("torch."))
+                return self.identity(i, vocab.MLP, seed=seed, params=params, matmul_dtype=str(dtype).removeprefix("torch."))
 
             for i, error in self.bad_error.items():
                 for seed in cfg.seeds:

@@ -18,18 +18,11 @@ from typing import Any, NamedTuple
 import numpy as np
 import polars as pl
 
-from layerprobe.probe.metrics import METRIC_NAMES, Metrics
+from layerprobe import vocab
+from layerprobe.probe.metrics import Metrics
 
-SCHEMA: dict[str, Any] = {
-    "run_id": pl.String, "store": pl.String, "model_id": pl.String, "adapter": pl.String, "dataset": pl.String,
-    "site": pl.String, "layer": pl.Int64, "layer_name": pl.String, "kind": pl.String, "seed": pl.Int64,
-    "preset": pl.String, "params": pl.String, "status": pl.String, "error": pl.String,
-    **{f"{part}_{m}": pl.Float64 for part in ("val", "test") for m in METRIC_NAMES},
-    "n_train": pl.Int64, "n_val": pl.Int64, "n_test": pl.Int64, "train_seconds": pl.Float64,
-    "split": pl.String, "n_folds": pl.Int64, "matmul_dtype": pl.String, "best_epoch": pl.Int64,
-    "chosen_c": pl.Float64, "converged": pl.Boolean,
-}  # fmt: skip
-"""Column names and types, in order (the first 28 are the contract)."""
+SCHEMA: dict[str, Any] = vocab.results_polars_schema()
+"""Column names and polars types, in order: ``vocab.RESULT_CONTRACT`` then ``vocab.RESULT_EXTRA``."""
 
 
 class Outcome(NamedTuple):
@@ -49,18 +42,22 @@ class Outcome(NamedTuple):
 
 def metric_values(metrics: Metrics, index: int) -> dict[str, float]:
     """The metrics of probe ``index`` as plain floats."""
-    return {name: float(getattr(metrics, name)[index]) for name in METRIC_NAMES}
+    return {name: float(getattr(metrics, name)[index]) for name in vocab.METRICS}
 
 
 class TableBuilder:
-    """Collects outcomes per probe (one per fold) and folds them into rows."""
+    """Collects outcomes per probe (one per fold) and folds them into rows.
+
+    A probe is what ``vocab.PROBE_KEY`` names, as everywhere a results table is read: the sweep
+    refuses two stores of one run, so the key never folds two stores' rows into one.
+    """
 
     def __init__(self) -> None:
         self._probes: dict[tuple[Any, ...], tuple[dict[str, Any], list[Outcome]]] = {}
 
     def add(self, identity: Mapping[str, Any], outcome: Outcome) -> None:
         """Record ``outcome`` for the probe whose identity columns are ``identity``."""
-        key = tuple(identity[c] for c in ("store", "site", "layer", "kind", "seed", "params"))
+        key = tuple(identity[c] for c in vocab.PROBE_KEY)
         self._probes.setdefault(key, (dict(identity), []))[1].append(outcome)
 
     def frame(self) -> pl.DataFrame:
@@ -73,13 +70,13 @@ def _row(identity: dict[str, Any], outcomes: list[Outcome]) -> dict[str, Any]:
     row: dict[str, Any] = {column: None for column in SCHEMA}
     row.update(identity)
     row["n_folds"] = len(outcomes)
-    row["status"] = "failed" if errors else "ok"
+    row["status"] = vocab.STATUS_FAILED if errors else vocab.STATUS_OK
     row["error"] = errors[0] if errors else None
-    for part in ("val", "test"):
-        for name in METRIC_NAMES:
+    for part in vocab.SCORED_SPLITS:
+        for name in vocab.METRICS:
             values = [getattr(o, part)[name] for o in outcomes if getattr(o, part) is not None]
             finite = [v for v in values if np.isfinite(v)]
-            row[f"{part}_{name}"] = None if errors else (float(np.mean(finite)) if finite else float("nan"))
+            row[vocab.metric_column(part, name)] = None if errors else (float(np.mean(finite)) if finite else float("nan"))
     for column in ("n_train", "n_val", "n_test"):
         row[column] = int(round(np.mean([getattr(o, column) for o in outcomes])))
     row["train_seconds"] = float(sum(o.seconds for o in outcomes))

@@ -2,7 +2,9 @@
 
 - :mod:`.tiny`: tiny random-weight checkpoints of every family (:func:`build_tiny`), one builder
   module per family, registered by decorator and found on disk like the adapters;
-- :mod:`.images`: a synthetic, labelled ultrasound-like image set with a real visual signal.
+- :mod:`.images`: a synthetic, labelled ultrasound-like image set with a real visual signal;
+- :mod:`.stores`: synthetic activation stores (written through the real ``StoreWriter``, or held in
+  memory as an ``InMemoryStore``), with the vocab's layer names.
 
 Importing this package loads numpy and the standard library only; torch and transformers are
 imported when a checkpoint is built.
