@@ -6,6 +6,7 @@
 - No import cycle between modules, counting imports made inside functions (but not those under
   ``if TYPE_CHECKING:``, which never run).
 - ``layerprobe.testing`` (fixtures) is imported by no library module but the demo.
+- No file over 400 lines, no function over 60.
 """
 
 from __future__ import annotations
@@ -150,3 +151,19 @@ def test_fixtures_are_imported_only_by_the_demo() -> None:
         if not m.startswith("layerprobe.testing") and any(d.startswith("layerprobe.testing") for d in deps)
     )
     assert users in ([], ["layerprobe.demo"])
+
+
+MAX_FILE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def test_files_and_functions_stay_small() -> None:
+    too_long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > MAX_FILE_LINES:
+            too_long.append(f"{path.relative_to(SRC)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text, str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
+                too_long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not too_long, f"over {MAX_FILE_LINES} lines per file or {MAX_FUNCTION_LINES} per function:\n" + "\n".join(too_long)

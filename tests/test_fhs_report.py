@@ -18,7 +18,8 @@ def results_paths(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     run = stores.synthetic_run(10, {"vision/mean": (2, 8)})
     meta = dataclasses.replace(run.meta, model_id="org/tiny-gemma", model_hash="ab" * 32, model_type="gemma3", prompt_template="Is this {label}?",
-                               candidates=("benign", "malignant"), class_names=("benign", "malignant"))  # fmt: skip
+                               candidates=("benign", "malignant"), class_names=("benign", "malignant"),
+                               manifest_sha256=run.samples.digest(("benign", "malignant")))  # fmt: skip
     stores.write_synthetic_store(root / "runs" / "base.zarr", dataclasses.replace(run, meta=meta))  # read back through open_store
     base = synthetic_run("base", "org/tiny-gemma", "busi", final=0.78)
     tuned = synthetic_run("tuned", "org/tiny-gemma", "busi", adapter="adapters/lora-busi", shift=0.04, final=0.86, rng=1)

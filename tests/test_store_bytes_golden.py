@@ -1,7 +1,8 @@
 """Stores written from fixed inputs are byte-identical to those the schema-2 writer produced.
 
 The golden digests below were recorded from the pre-refactor ``StoreWriter`` (commit 30764c6,
-store schema version 2) and cover every file of a store: Zarr metadata, shard files with their
+store schema version 2; recorded again with that same writer when ``run_meta`` started to carry the
+real manifest digest, which writers now require) and cover every file of a store: Zarr metadata, shard files with their
 index, per-chunk files of the zstd codec, commit records and ``samples.parquet``. A changed digest
 means the bytes a store holds changed: that is a new schema version, not a refactor.
 
@@ -18,6 +19,7 @@ the layout promises bytes that do not depend on how the rows arrived.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -28,8 +30,8 @@ from layerprobe import vocab
 from layerprobe.store import RunMeta, SampleInfo, SiteSpec, StoreWriter
 
 GOLDEN = {
-    "none": "45716f0c90b3b31af54b9426529536e87df8c452c7612a071e1fb9d2565a1f86",
-    "zstd": "2c5a2c540c23fed4eea644f7f99141e846323dc3737517446d5897f192714a45",
+    "none": "477c479bc6c130a1b984f4b18e93dd7a8a5e7b6a9ba01ecbd88368d7c5b70907",
+    "zstd": "0ee826b77979ec64a360bcdfeee0ab4181ba9bc135d423e2ebc94ac7c1c3b79f",
 }
 """SHA-256 over (relative path, bytes) of every file, per codec; recorded from the schema-2 writer."""
 
@@ -47,12 +49,22 @@ _CLOCK = re.compile(rb'"(created_at|written_at)": "[^"]*"')
 _VERSIONS = re.compile(rb'"library_versions": \{[^}]*\}')
 
 
+CLASS_NAMES = ("cat", "dog", "owl")
+
+
+def reference_manifest_digest(samples: SampleInfo, class_names: tuple[str, ...]) -> str:
+    """``manifest_sha256`` as docs/architecture.md defines it, written out here as the slow reference."""
+    doc = {"class_names": list(class_names), "ids": list(samples.ids), "labels": samples.labels.tolist(), "splits": list(samples.splits)}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+
+
 def run_meta() -> RunMeta:
     return RunMeta(
         model_id="golden/model", model_revision=None, model_hash="ab" * 32, model_type="golden",
-        adapter="golden/adapter", adapter_hash="cd" * 32, dataset_name="golden-set", manifest_sha256="ef" * 32,
+        adapter="golden/adapter", adapter_hash="cd" * 32, dataset_name="golden-set",
+        manifest_sha256=reference_manifest_digest(sample_info(), CLASS_NAMES),
         prompt_template="<image>Which class? Answer with one word.", candidates=("cat", "dog", "owl"),
-        candidate_token_ids=(101, 202, 303), class_names=("cat", "dog", "owl"), compute_dtype=vocab.FLOAT32,
+        candidate_token_ids=(101, 202, 303), class_names=CLASS_NAMES, compute_dtype=vocab.FLOAT32,
         extra={"instruction": "Which class?", "batch_size": 7, "device": "cpu"},
     )
 

@@ -92,3 +92,69 @@ def test_probe_stops_with_one_line_on_a_damaged_chunk(clean, tmp_path, capsys) -
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "commit record" in lines[0], lines
     assert not (tmp_path / "r.parquet").exists()
+
+
+# --- per-sample columns and class names: the recorded manifest digest is recomputed on open ---------
+
+
+def _tamper_label(path) -> None:
+    import zarr
+
+    labels = zarr.open_array(path / "samples" / "label", mode="r+")
+    labels[0] = (int(labels[0]) + 1) % 2
+
+
+def _reorder_class_names(path) -> None:
+    import json
+
+    doc = json.loads((path / "zarr.json").read_text())
+    doc["attributes"]["layerprobe"]["class_names"].reverse()
+    (path / "zarr.json").write_text(json.dumps(doc))
+
+
+def _rename_a_sample(path) -> None:
+    import zarr
+
+    ids = zarr.open_array(path / "samples" / "id", mode="r+")
+    ids[1] = "someone-else.png"
+
+
+@pytest.mark.parametrize("tamper", [_tamper_label, _reorder_class_names, _rename_a_sample])
+def test_edited_samples_or_class_names_are_refused(clean, tmp_path, tamper, capsys) -> None:
+    from layerprobe.cli import main
+    from layerprobe.store import verify
+
+    path = _copy(clean, tmp_path)
+    tamper(path)
+    with pytest.raises(StoreError) as info:
+        open_store(path)
+    assert "manifest digest" in str(info.value) and "\n" not in str(info.value)
+    report = verify(path, progress=False)
+    assert not report.ok and any("manifest digest" in p for p in report.problems)
+    with pytest.raises(SystemExit) as exc:
+        main(["probe", str(path), "--out", str(tmp_path / "r.parquet"), "--preset", "fast", "--kinds", "linear", "--no-progress"])
+    assert exc.value.code == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "manifest digest" in lines[0]
+
+
+def test_the_manifest_digest_is_the_documented_one(clean) -> None:
+    from test_store_bytes_golden import reference_manifest_digest
+
+    store = open_store(clean)
+    from layerprobe.store import SampleInfo
+
+    samples = SampleInfo(store.ids, store.labels, store.splits)
+    assert store.meta.manifest_sha256 == reference_manifest_digest(samples, store.class_names) == samples.digest(store.class_names)
+
+
+def test_a_writer_refuses_a_manifest_digest_that_is_not_of_its_samples(tmp_path) -> None:
+    import dataclasses
+
+    from layerprobe.store import StoreWriter
+
+    run = synthetic_run(N)
+    wrong = dataclasses.replace(run.meta, manifest_sha256="0" * 64)
+    with pytest.raises(StoreError, match="manifest_sha256 is not the digest"):
+        StoreWriter.open(tmp_path / "w.zarr", wrong, run.sites, run.samples, CS)
+    assert not (tmp_path / "w.zarr").exists()

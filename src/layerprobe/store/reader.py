@@ -24,14 +24,20 @@ from layerprobe.layers import LayerSpec, select_layers
 from layerprobe.store import bf16, chunkio
 from layerprobe.store.commits import CommitRecord, read_commits
 from layerprobe.store.layout import ArrayPlan, StorePlan, describe_zarr, digests_to_hex, plan_store
-from layerprobe.store.schema import RunMeta, SiteSpec, StoreHeader, attrs_to_header
+from layerprobe.store.schema import RunMeta, SiteSpec, StoreHeader, attrs_to_header, manifest_digest
 from layerprobe.vocab import ANSWER_SITE
 
 SAMPLES_PARQUET = "samples.parquet"
 
 
-def open_store(path: str | Path) -> Store:
-    """Open a store read-only (a snapshot of its committed blocks)."""
+def open_store(path: str | Path, *, check_samples: bool = True) -> Store:
+    """Open a store read-only (a snapshot of its committed blocks).
+
+    ``check_samples`` (the default) recomputes the manifest digest from the stored ids, labels,
+    splits and class names and refuses a store where it differs from the recorded
+    ``manifest_sha256``: those columns were edited after extraction (``verify`` opens without the
+    check and reports it instead).
+    """
     root = Path(path)
     doc = _read_json(root / "zarr.json", root)
     header = attrs_to_header(doc.get("attributes", {}).get("layerprobe") if isinstance(doc, dict) else None, str(root))
@@ -57,8 +63,15 @@ def open_store(path: str | Path) -> Store:
     labels = columns["label"].astype(np.int64)
     for arr in (labels, committed, skipped):
         arr.flags.writeable = False
-    return Store(root, header, plan, tuple(columns["id"]), labels, tuple(columns["split"]), digests_to_hex(digests),
-                 committed, skipped, commits, tuple(problems))
+    store = Store(root, header, plan, tuple(columns["id"]), labels, tuple(columns["split"]), digests_to_hex(digests),
+                  committed, skipped, commits, tuple(problems))
+    if check_samples and not store.samples_match_manifest():
+        raise StoreError(f"{root}: {SAMPLES_CHANGED}; restore them or extract the store again")
+    return store
+
+
+SAMPLES_CHANGED = ("its sample ids, labels, splits or class names do not match the manifest digest recorded at extraction"
+                   " (manifest_sha256), so they were changed after it was written")
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -122,6 +135,10 @@ class Store:
     def valid(self) -> np.ndarray:
         """Rows that hold activations: committed and not skipped."""
         return self.committed & ~self.skipped
+
+    def samples_match_manifest(self) -> bool:
+        """Whether the stored ids, labels, splits and class names still give ``meta.manifest_sha256``."""
+        return manifest_digest(self.ids, self.labels, self.splits, self.class_names) == self.meta.manifest_sha256
 
     @property
     def complete(self) -> bool:

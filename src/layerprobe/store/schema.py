@@ -21,6 +21,7 @@ Design choices:
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -203,6 +204,21 @@ class SampleInfo:
     @property
     def n_samples(self) -> int:
         return len(self.ids)
+
+    def digest(self, class_names: tuple[str, ...]) -> str:
+        """``manifest_sha256``: what the samples are (see :func:`manifest_digest`)."""
+        return manifest_digest(self.ids, self.labels, self.splits, class_names)
+
+
+def manifest_digest(ids: Any, labels: Any, splits: Any, class_names: Any) -> str:
+    """SHA-256 (hex) of the UTF-8 JSON ``{"class_names", "ids", "labels", "splits"}``, keys sorted,
+    no spaces: what the samples are, independent of where the files lie. The extractor records it
+    as ``RunMeta.manifest_sha256``; ``open_store`` recomputes it from the stored columns, so labels,
+    ids, splits or class names edited after extraction are refused, never trained on."""
+    doc = {"class_names": [str(c) for c in class_names], "ids": [str(i) for i in ids],
+           "labels": [int(v) for v in labels], "splits": [str(s) for s in splits]}
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _sites_to_json(sites: tuple[SiteSpec, ...]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import numpy as np
 from layerprobe.errors import StoreError
 from layerprobe.store import bf16, chunkio
 from layerprobe.store.commits import CommitProgress
-from layerprobe.store.reader import Store, open_store
+from layerprobe.store.reader import SAMPLES_CHANGED, Store, open_store
 from layerprobe.vocab import ANSWER_SITE, STORED_SPLITS
 
 
@@ -54,8 +54,10 @@ def verify(path: str | Path, *, progress: bool = True) -> VerifyReport:
     """Check a store (see the module docstring). Raises ``StoreError`` only when it cannot be opened."""
     from tqdm.auto import tqdm
 
-    store = open_store(path)
+    store = open_store(path, check_samples=False)
     problems = list(store.commit_problems)
+    if not store.samples_match_manifest():
+        problems.append(f"samples: {SAMPLES_CHANGED}")
     problems += _check_shard_indexes(store)
     problems += _check_columns(store)
     counts: dict[tuple[str, int], list[int]] = {}

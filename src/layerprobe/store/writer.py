@@ -97,6 +97,8 @@ class StoreWriter:
             foreign = root.exists() and not (root.is_dir() and not any(root.iterdir()))
             if foreign and not (root / "zarr.json").exists():
                 raise StoreError(f"{root} exists and is not a layerprobe store; choose a new output path or remove it")
+            if meta.manifest_sha256 != samples.digest(meta.class_names):  # on resume the store's own check covers it
+                raise StoreError("RunMeta.manifest_sha256 is not the digest of these samples and class names; set it to SampleInfo.digest(class_names)")
             cs = chunk_samples or default_chunk_samples(max(s.hidden for s in site_list), samples.n_samples)
             header = new_header(meta, site_list, cs, samples.n_samples)
             create_store(root, header, plan_store(header, codec or "none"), samples)

@@ -129,10 +129,9 @@ def tensor_run(acts: Mapping[str, torch.Tensor], labels: np.ndarray, class_names
 
 def _meta(samples: SampleInfo, class_names: tuple[str, ...], *, model_id: str, model_hash: str, prompt_template: str,
           first_token: int, dataset_name: str) -> RunMeta:  # fmt: skip
-    manifest = json.dumps([list(samples.ids), samples.labels.tolist(), list(samples.splits), list(class_names)])
     return RunMeta(
         model_id=model_id, model_revision=None, model_hash=model_hash, model_type="synthetic", adapter=None,
-        adapter_hash=None, dataset_name=dataset_name, manifest_sha256=_sha256(manifest.encode()), prompt_template=prompt_template,
+        adapter_hash=None, dataset_name=dataset_name, manifest_sha256=samples.digest(class_names), prompt_template=prompt_template,
         candidates=class_names, candidate_token_ids=tuple(range(first_token, first_token + len(class_names))), class_names=class_names,
     )  # fmt: skip
 

@@ -9,8 +9,6 @@ is checked through it, so the rules live in one place.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -19,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from layerprobe.errors import ExtractError, StoreError
-from layerprobe.store.schema import SampleInfo
+from layerprobe.store.schema import SampleInfo, manifest_digest
 
 Row = tuple[str, int, str]
 """(id = path relative to the root, label index, split) of one sample."""
@@ -76,9 +74,7 @@ class Manifest:
     def sha256(self) -> str:
         """SHA-256 (hex) of the UTF-8 JSON ``{"class_names", "ids", "labels", "splits"}``, keys
         sorted, no spaces: what the samples are, independent of where the files lie."""
-        doc = {"class_names": list(self.class_names), "ids": list(self.ids), "labels": list(self.labels), "splits": list(self.splits)}
-        text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return manifest_digest(self.ids, self.labels, self.splits, self.class_names)
 
     def head(self, n: int) -> Manifest:
         """The first ``n`` samples in order (``--limit``); the whole manifest when ``n >= n_samples``."""
