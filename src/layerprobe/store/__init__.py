@@ -6,6 +6,7 @@ imported inside the functions that need them.
 """
 
 from layerprobe.store.layout import CODECS
+from layerprobe.store.protocol import StoreLike
 from layerprobe.store.reader import Store, open_store
 from layerprobe.store.schema import SCHEMA_VERSION, RunMeta, SampleInfo, SiteSpec
 from layerprobe.store.verify import NonFiniteCount, VerifyReport, verify
@@ -20,6 +21,7 @@ __all__ = [
     "SampleInfo",
     "SiteSpec",
     "Store",
+    "StoreLike",
     "StoreWriter",
     "VerifyReport",
     "open_store",
