@@ -90,30 +90,54 @@ def resolve_task(cfg: FinetuneConfig) -> Task:
     return Task(manifest, candidates, instruction, split.train, split.val, split.test, source)
 
 
-def run_finetune(cfg: FinetuneConfig) -> Path:
-    """Run (or resume) the fine-tuning ``cfg`` describes; return the adapter folder."""
+@dataclass(frozen=True)
+class Prepared:
+    """A run ready to train: the task, the loaded model, the rendered prompt and the Trainer."""
+
+    task: Task
+    loaded: Any
+    """The ``LoadedModel`` (its ``model`` now carries the LoRA layers)."""
+    prompt: str
+    """The prompt text, exactly as ``extract`` renders it for this model and instruction."""
+    setup: Any
+    """:class:`~layerprobe.finetune.train.Setup`: Trainer, target plan, answer tokens."""
+
+
+def prepare(cfg: FinetuneConfig, task: Task, checkpoints: Path) -> Prepared:
+    """Load the model as extraction does, check its template, inject LoRA, build the Trainer."""
     from transformers import set_seed
 
-    started = time.perf_counter()
-    task = resolve_task(cfg)
+    from layerprobe.finetune.train import build_trainer
+
     device = parse_device(cfg.device, FinetuneError)
-    identity = {**cfg.identity(), "dataset": task.manifest.name, "manifest_sha256": task.manifest.sha256}
-    work = output.claim_work_folder(cfg.out, identity)
     set_seed(cfg.seed)
     loaded = load_model(cfg.model, dtype=cfg.dtype, device=str(device), trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
     adapter = get_adapter(loaded, site_spec=cfg.site_spec)
     prompt = render_prompt(loaded.processor, task.instruction, plain_prompt=adapter.plain_prompt)
     _check_image_placed(loaded.processor, prompt)
+    setup = build_trainer(cfg, task, loaded, adapter, prompt, checkpoints, device)
+    return Prepared(task, loaded, prompt, setup)
 
-    from layerprobe.finetune.train import build_trainer
 
-    setup = build_trainer(cfg, task, loaded, adapter, prompt, work / CHECKPOINTS, device)
+def run_identity(cfg: FinetuneConfig, manifest: Manifest) -> dict[str, Any]:
+    """What ``<out>.partial/run.json`` records: the config's identity, the dataset by name and manifest hash."""
+    return {**cfg.identity(), "dataset": manifest.name, "manifest_sha256": manifest.sha256}
+
+
+def run_finetune(cfg: FinetuneConfig) -> Path:
+    """Run (or resume) the fine-tuning ``cfg`` describes; return the adapter folder."""
+    started = time.perf_counter()
+    task = resolve_task(cfg)
+    parse_device(cfg.device, FinetuneError)  # a bad device fails before any folder is made
+    work = output.claim_work_folder(cfg.out, run_identity(cfg, task.manifest))
+    run = prepare(cfg, task, work / CHECKPOINTS)
     resume = output.last_complete_checkpoint(work / CHECKPOINTS)
     if resume is not None:
         _drop_stale_best(work, resume)
-    output.guard_disk(lambda: setup.trainer.train(resume_from_checkpoint=str(resume) if resume else None), work / CHECKPOINTS)
+    trainer = run.setup.trainer
+    output.guard_disk(lambda: trainer.train(resume_from_checkpoint=str(resume) if resume else None), work / CHECKPOINTS)
     final = work / "final"
-    output.guard_disk(lambda: _assemble(cfg, task, loaded, setup, prompt, final, work, time.perf_counter() - started), final)
+    output.guard_disk(lambda: _assemble(cfg, run, final, work, time.perf_counter() - started), final)
     return output.publish(work, final, cfg.out)
 
 
@@ -141,7 +165,7 @@ def _drop_stale_best(work: Path, resume: Path) -> None:
         shutil.rmtree(best.parent, ignore_errors=True)
 
 
-def _assemble(cfg: FinetuneConfig, task: Task, loaded: Any, setup: Any, prompt: str, final: Path, work: Path, seconds: float) -> None:
+def _assemble(cfg: FinetuneConfig, run: Prepared, final: Path, work: Path, seconds: float) -> None:
     """Write the adapter, metadata, step table and curve into ``final`` (renamed into place afterwards)."""
     import json
     import shutil
@@ -149,6 +173,7 @@ def _assemble(cfg: FinetuneConfig, task: Task, loaded: Any, setup: Any, prompt: 
     from layerprobe import vocab
     from layerprobe.finetune.callbacks import BEST_DIR
 
+    task, loaded, setup, prompt = run.task, run.loaded, run.setup, run.prompt
     shutil.rmtree(final, ignore_errors=True)
     history = setup.trainer.state.log_history
     epochs = output.epoch_rows(history)
