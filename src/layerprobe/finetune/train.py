@@ -29,6 +29,27 @@ class Setup:
     """Target tokens per class (and the forced-choice columns)."""
 
 
+def _trainer_class() -> type:
+    from transformers import Trainer
+
+    class LayerprobeTrainer(Trainer):
+        """``Trainer`` whose evaluation leaves the global RNG as it found it.
+
+        Evaluation runs under ``torch.random.fork_rng``: its DataLoader draws a seed from the global
+        RNG, and a run resumed from a checkpoint taken just before an epoch-end evaluation does not
+        redo that evaluation, so its dropout masks would be one draw off (measured: a different
+        adapter after a kill at an epoch boundary).
+        """
+
+        def evaluate(self, *args, **kwargs):
+            import torch
+
+            with torch.random.fork_rng():
+                return super().evaluate(*args, **kwargs)
+
+    return LayerprobeTrainer
+
+
 def inject_lora(model: Any, plan: TargetPlan, cfg: FinetuneConfig) -> Any:
     """``model`` wrapped by peft with LoRA on exactly ``plan.lora`` (and ``plan.full`` trained in full)."""
     from peft import LoraConfig, get_peft_model
@@ -82,7 +103,7 @@ def training_arguments(cfg: FinetuneConfig, checkpoints: Path, device: Any) -> A
 
 def build_trainer(cfg: FinetuneConfig, task: Any, loaded: Any, adapter: Any, prompt: str, checkpoints: Path, device: Any) -> Setup:
     """Plan + inject LoRA, build the datasets and the Trainer (nothing is trained yet)."""
-    from transformers import PrinterCallback, Trainer
+    from transformers import PrinterCallback
 
     model = loaded.model
     plan = plan_targets(model, adapter.paths, loaded.model_type, vision_tower=cfg.vision_tower, connector=cfg.connector)
@@ -95,7 +116,7 @@ def build_trainer(cfg: FinetuneConfig, task: Any, loaded: Any, adapter: Any, pro
         return ImageSamples([manifest.paths[i] for i in index], [manifest.labels[i] for i in index])
 
     scorer = ForcedChoice(answers.first_ids)
-    trainer = Trainer(
+    trainer = _trainer_class()(
         model=peft_model,
         args=training_arguments(cfg, checkpoints, device),
         train_dataset=samples(task.train),
