@@ -152,3 +152,14 @@ def test_disk_full_during_a_checkpoint(tiny_checkpoint, small_set, tmp_path, mon
     assert output.last_complete_checkpoint(checkpoints).name == "checkpoint-2"
     monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", real)
     assert (run_finetune(cfg) / "adapter_model.safetensors").is_file()
+
+
+def test_cli_finetune_json(tiny_checkpoint, small_set, tmp_path, capsys):
+    from layerprobe.cli import main
+
+    out = tmp_path / "lora"
+    main(["finetune", "--model", str(tiny_checkpoint("llava")), "--dataset", str(small_set), "--out", str(out), "--dtype", "float32",
+          "--device", "cpu", "--max-steps", "2", "--batch-size", "2", "--vision-tower", "frozen", "--json", "--no-progress"])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["adapter"] == str(out) and summary["steps"] == 2
+    assert json.loads((out / output.METADATA_FILE).read_text())["vision_tower"] == vocab.FROZEN

@@ -8,20 +8,7 @@ import time
 import click
 
 from layerprobe import vocab
-
-
-def _parse_candidates(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if value.lstrip().startswith("["):
-        try:
-            items = json.loads(value)
-        except json.JSONDecodeError as err:
-            raise click.BadParameter(f"not a JSON list of strings ({err.msg})") from None
-        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            raise click.BadParameter("a JSON value must be a list of strings, e.g. '[\" Yes\", \" No\"]'")
-        return tuple(items)
-    return tuple(part.strip() for part in value.split(","))
+from layerprobe.cli.extract_cmd import _parse_candidates  # the same --candidates syntax as extract
 
 
 @click.command("finetune")

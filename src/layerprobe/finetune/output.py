@@ -39,7 +39,8 @@ CURVE_FILE = "training_curve.png"
 RUN_FILE = "run.json"
 FORMAT = "layerprobe-finetune"
 FORMAT_VERSION = 1
-_VERSIONED = ("torch", "transformers", "peft", "accelerate", "safetensors", "numpy")
+_TRAINING_PACKAGES = ("accelerate", "safetensors")
+"""Packages that shape a trained adapter besides those a store records."""
 
 T = TypeVar("T")
 
@@ -105,28 +106,18 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of the packages that shape the adapter (metadata only, nothing imported)."""
-    import platform
+    """The store's library versions (python, layerprobe, torch, transformers, peft, ...) plus the trainer's own."""
     from importlib import metadata as _metadata
 
-    out = {"python": platform.python_version()}
-    for name in _VERSIONED:
+    from layerprobe.store.schema import library_versions as store_versions
+
+    out = store_versions()
+    for name in _TRAINING_PACKAGES:
         try:
             out[name] = _metadata.version(name)
         except _metadata.PackageNotFoundError:
             continue
-    out["layerprobe"] = _metadata.version("layerprobe") if _has_dist("layerprobe") else "source"
     return out
-
-
-def _has_dist(name: str) -> bool:
-    from importlib import metadata as _metadata
-
-    try:
-        _metadata.version(name)
-    except _metadata.PackageNotFoundError:
-        return False
-    return True
 
 
 def step_rows(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
