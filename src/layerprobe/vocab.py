@@ -152,3 +152,19 @@ def results_polars_schema(columns: dict[str, type] = RESULT_COLUMNS) -> dict:
 
     to_polars = {str: pl.String, int: pl.Int64, float: pl.Float64, bool: pl.Boolean}
     return {name: to_polars[kind] for name, kind in columns.items()}
+
+# --- fine-tuning (layerprobe.finetune) ------------------------------------------------------------
+FROZEN: Final = "frozen"
+"""A module left untouched by fine-tuning: no adapter inside it, its weights bit-identical."""
+LORA: Final = "lora"
+"""A module adapted by LoRA: every ``nn.Linear`` inside it gets a low-rank adapter."""
+FULL: Final = "full"
+"""A module trained in full (peft ``modules_to_save``: a trained copy stored with the adapter)."""
+VISION_TOWER_MODES: Final = (FROZEN, LORA)
+"""How fine-tuning treats the vision tower (the paper's Table 2 compares the two)."""
+CONNECTOR_MODES: Final = (LORA, FROZEN, FULL)
+"""How fine-tuning treats the connector (projector / merger)."""
+KEEP_LAST: Final = "last"
+KEEP_BEST: Final = "best"
+KEEP_MODES: Final = (KEEP_LAST, KEEP_BEST)
+"""Which adapter a fine-tuning run keeps: the last epoch's, or the best on val (accuracy, then loss)."""

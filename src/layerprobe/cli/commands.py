@@ -13,6 +13,7 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     "fhs_cmd": ("fhs", "report"),
     "store_cmd": ("info", "verify"),
     "models_cmd": ("models",),
+    "finetune_cmd": ("finetune",),
     "demo_cmd": ("demo",),
 }
 

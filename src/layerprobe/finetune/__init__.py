@@ -1,0 +1,48 @@
+"""Fine-tuning: LoRA SFT of an MLLM on a labelled image set, the study's first step (paper sec. 3.2).
+
+``run_finetune(FinetuneConfig(model=..., dataset=..., out=...))`` trains a peft LoRA adapter with
+the loss on the answer tokens only, the prompt exactly as ``extract`` renders it, and writes an
+adapter folder that ``extract --adapter`` loads. Modules:
+
+- :mod:`.config`: :class:`FinetuneConfig` (the paper's preset as defaults), :class:`FinetuneError`;
+- :mod:`.targets`: LoRA targets by full module path (vision tower frozen or adapted);
+- :mod:`.examples`: answer-only labels on extraction's prompt, the collator;
+- :mod:`.metrics`: forced-choice val accuracy, as extraction scores the answer;
+- :mod:`.callbacks`, :mod:`.train`: the transformers ``Trainer`` and its callbacks;
+- :mod:`.output`: folders, resume, metadata, step table, curve; :mod:`.run`: :func:`run_finetune`.
+
+Names are re-exported lazily, so importing this package imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "FinetuneConfig": "config",
+    "FinetuneError": "config",
+    "run_finetune": "run",
+    "resolve_task": "run",
+    "plan_targets": "targets",
+    "model_parts": "targets",
+    "lora_modules": "targets",
+    "answer_format": "examples",
+    "Collator": "examples",
+    "METADATA_FILE": "output",
+}
+"""Public name -> module under ``layerprobe.finetune`` that defines it."""
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'layerprobe.finetune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"layerprobe.finetune.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
