@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from layerprobe.extract.adapters import get_adapter
-from layerprobe.extract.loading import load_model
-from layerprobe.extract.prompt import candidate_token_ids, encode_batch, render_prompt
-from layerprobe.extract.synthetic import CANDIDATES, INSTRUCTION
-from layerprobe.extract.tiny import TINY_FAMILIES
+from layerprobe.extract.model.adapters import get_adapter
+from layerprobe.extract.model.loading import load_model
+from layerprobe.extract.model.prompt import candidate_token_ids, encode_batch, render_prompt
+from layerprobe.testing.images import CANDIDATES, INSTRUCTION
+from layerprobe.testing import TINY_FAMILIES
 from layerprobe.finetune.examples import IGNORE_INDEX, SUFFIX_TOKEN_TYPE, Collator, answer_format
 
 torch.set_num_threads(1)

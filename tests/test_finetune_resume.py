@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from layerprobe.extract.synthetic import make_dataset
+from layerprobe.testing.images import make_dataset
 from layerprobe.finetune import output
 from layerprobe.finetune.callbacks import COMPLETE_MARKER
 

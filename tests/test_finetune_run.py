@@ -13,9 +13,9 @@ import torch
 
 from layerprobe import vocab
 from layerprobe.extract.config import ExtractConfig
-from layerprobe.extract.loading import load_model
+from layerprobe.extract.model.loading import load_model
 from layerprobe.extract.runner import run_extract
-from layerprobe.extract.synthetic import make_dataset
+from layerprobe.testing.images import make_dataset
 from layerprobe.finetune import output
 from layerprobe.finetune.callbacks import COMPLETE_MARKER
 from layerprobe.finetune.config import PROBE_SPLIT_FRACTIONS, PROBE_SPLIT_SEED, FinetuneConfig, FinetuneError

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from layerprobe import vocab
-from layerprobe.extract.synthetic import make_dataset
-from layerprobe.extract.tiny import TINY_FAMILIES
+from layerprobe.testing.images import make_dataset
+from layerprobe.testing import TINY_FAMILIES
 from layerprobe.finetune.config import FinetuneConfig
 from layerprobe.finetune.run import prepare, resolve_task
 from layerprobe.finetune.targets import lora_modules

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from layerprobe import vocab
 from layerprobe.devices import parse_device
 from layerprobe.errors import ExtractError
+from layerprobe.extract.data.candidates import as_candidates
 from layerprobe.extract.model.dtypes import compute_dtype
 
 if TYPE_CHECKING:
@@ -82,10 +83,7 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
         if self.candidates is not None:
-            given = dict(self.candidates) if isinstance(self.candidates, Mapping) else tuple(self.candidates)
-            object.__setattr__(self, "candidates", given)
-            if len(given) < 2 or len(set(given.values() if isinstance(given, dict) else given)) != len(given):
-                raise ExtractError(f"candidates {given} must be at least two distinct answers, one per class")
+            object.__setattr__(self, "candidates", as_candidates(self.candidates))
         object.__setattr__(self, "torch_dtype", compute_dtype(self.dtype))
         for name, least in (("batch_size", 1), ("num_workers", 0), ("prefetch", 1)):
             if getattr(self, name) < least:

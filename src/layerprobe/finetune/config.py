@@ -30,7 +30,7 @@ from layerprobe import vocab
 from layerprobe.errors import LayerprobeError
 
 if TYPE_CHECKING:
-    from layerprobe.extract.datasets import Manifest
+    from layerprobe.extract.data.manifest import Manifest
 
 
 class FinetuneError(LayerprobeError):
@@ -61,7 +61,7 @@ class FinetuneConfig:
     prompt: str | None = None
     """Instruction shown with each image. None = the dataset's own (recipes), else extraction's
     generic one naming the candidates: the same text ``extract`` would use."""
-    candidates: tuple[str, ...] | None = None
+    candidates: tuple[str, ...] | dict[str, str] | None = None
     """Answer ``i`` means class ``i`` and is the training target of class ``i``. None = the dataset's
     own (recipes), else the class names: the same as ``extract``."""
     revision: str | None = None
@@ -121,9 +121,9 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
         if self.candidates is not None:
-            object.__setattr__(self, "candidates", tuple(self.candidates))
-            if len(self.candidates) < 2 or len(set(self.candidates)) != len(self.candidates):
-                raise FinetuneError(f"candidates {list(self.candidates)} must be at least two distinct answers, one per class")
+            from layerprobe.extract.data.candidates import as_candidates
+
+            object.__setattr__(self, "candidates", as_candidates(self.candidates, FinetuneError))
         _choice("vision_tower", self.vision_tower, vocab.VISION_TOWER_MODES)
         _choice("connector", self.connector, vocab.CONNECTOR_MODES)
         _choice("keep", self.keep, vocab.KEEP_MODES)

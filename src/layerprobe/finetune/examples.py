@@ -1,10 +1,10 @@
 """Training examples exactly as extraction sees the prompt, with the answer appended and only it trained.
 
 One example = the image + the recipe's instruction rendered through the model's chat template with
-the generation prompt (:func:`~layerprobe.extract.prompt.render_prompt`, the very text ``extract``
-records), encoded by :func:`~layerprobe.extract.prompt.encode_batch` as extraction encodes it, then
+the generation prompt (:func:`~layerprobe.extract.model.prompt.render_prompt`, the very text ``extract``
+records), encoded by :func:`~layerprobe.extract.model.prompt.encode_batch` as extraction encodes it, then
 the target appended: the tokens of the sample's candidate answer, tokenized on their own as
-:func:`~layerprobe.extract.prompt.candidate_token_ids` does (so the first answer token is the one
+:func:`~layerprobe.extract.model.prompt.candidate_token_ids` does (so the first answer token is the one
 extraction's forced choice scores), then the end-of-turn token where the template has one.
 
 - **End of turn**: the template renders an assistant turn holding a marker; the text that follows
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from layerprobe.extract.images import read_image
-from layerprobe.extract.prompt import candidate_token_ids, encode_batch
+from layerprobe.extract.data.images import read_image
+from layerprobe.extract.model.prompt import candidate_token_ids, encode_batch
 from layerprobe.finetune.config import FinetuneError
 
 IGNORE_INDEX = -100

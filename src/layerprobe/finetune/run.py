@@ -32,10 +32,13 @@ import numpy as np
 
 from layerprobe.devices import parse_device
 # The extract modules this package uses, in one place (their paths move with the architecture work).
-from layerprobe.extract.adapters import get_adapter
-from layerprobe.extract.datasets import Manifest, resolve_dataset
-from layerprobe.extract.loading import load_model
-from layerprobe.extract.prompt import render_prompt
+from layerprobe.extract.model.adapters import get_adapter
+from layerprobe.extract.data.candidates import match_candidates
+from layerprobe.extract.data.datasets import resolve_dataset
+from layerprobe.extract.data.manifest import Manifest
+from layerprobe.extract.model.dtypes import compute_dtype
+from layerprobe.extract.model.loading import load_model
+from layerprobe.extract.model.prompt import render_prompt
 from layerprobe.extract.runner import default_instruction
 from layerprobe.finetune import output
 from layerprobe.finetune.config import PROBE_SPLIT_FRACTIONS, PROBE_SPLIT_SEED, FinetuneConfig, FinetuneError
@@ -63,13 +66,10 @@ def resolve_task(cfg: FinetuneConfig) -> Task:
     from layerprobe import vocab
 
     manifest = cfg.dataset if isinstance(cfg.dataset, Manifest) else resolve_dataset(cfg.dataset)
-    candidates = tuple(cfg.candidates or manifest.candidates or manifest.class_names)
-    if len(candidates) != len(manifest.class_names):
-        missing = ", ".join(manifest.class_names[len(candidates):]) or "none"
-        raise FinetuneError(
-            f"{len(candidates)} candidates for the {len(manifest.class_names)} classes of {manifest.name!r} "
-            f"({', '.join(manifest.class_names)}; without a candidate: {missing}); give one candidate answer per class, in class order"
-        )
+    if cfg.candidates is not None:  # matched to classes as extraction matches them, never by position
+        candidates = match_candidates(manifest.class_names, cfg.candidates, FinetuneError)
+    else:
+        candidates = tuple(manifest.candidates or manifest.class_names)
     instruction = cfg.prompt or manifest.instruction or default_instruction(candidates)
     splits = np.asarray(manifest.splits, dtype=object)
     labels = np.asarray(manifest.labels, dtype=np.int64)
@@ -111,7 +111,8 @@ def prepare(cfg: FinetuneConfig, task: Task, checkpoints: Path) -> Prepared:
 
     device = parse_device(cfg.device, FinetuneError)
     set_seed(cfg.seed)
-    loaded = load_model(cfg.model, dtype=cfg.dtype, device=str(device), trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
+    loaded = load_model(cfg.model, dtype=compute_dtype(cfg.dtype), device=device, trust_remote_code=cfg.trust_remote_code,
+                        revision=cfg.revision)
     adapter = get_adapter(loaded, site_spec=cfg.site_spec)
     prompt = render_prompt(loaded.processor, task.instruction, plain_prompt=adapter.plain_prompt)
     _check_image_placed(loaded.processor, prompt)

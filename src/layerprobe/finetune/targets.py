@@ -28,7 +28,7 @@ from layerprobe import vocab
 from layerprobe.finetune.config import FinetuneError
 
 if TYPE_CHECKING:
-    from layerprobe.extract.adapters import SitePaths
+    from layerprobe.extract.model.adapters import SitePaths
 
 EXTRA_CONNECTORS: dict[str, tuple[str, ...]] = {"qwen3_vl": ("model.visual.deepstack_merger_list",)}
 """model_type -> module paths that belong to the connector besides ``SitePaths.connector``."""

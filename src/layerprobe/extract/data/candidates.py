@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from layerprobe.errors import ExtractError
+from layerprobe.errors import ExtractError, LayerprobeError
 
 Candidates = Mapping[str, str] | Sequence[str]
 """What a user or a recipe gives: a ``class -> answer`` mapping, or answers that name the classes."""
@@ -27,8 +27,26 @@ def normalise(text: str) -> str:
     return text.strip().strip(".,;:!?'\"()[]").strip().casefold()
 
 
-def match_candidates(class_names: Sequence[str], given: Candidates) -> tuple[str, ...]:
-    """One answer per class, in ``class_names`` order (see the module docstring)."""
+def as_candidates(given: Candidates, error: type[LayerprobeError] = ExtractError) -> tuple[str, ...] | dict[str, str]:
+    """``given`` as a config holds it (a tuple, or a dict copy), with at least two distinct answers."""
+    value = dict(given) if isinstance(given, Mapping) else tuple(given)
+    answers = list(value.values()) if isinstance(value, dict) else list(value)
+    if len(answers) < 2 or len(set(answers)) != len(answers):
+        raise error(f"candidates {value} must be at least two distinct answers, one per class")
+    return value
+
+
+def match_candidates(class_names: Sequence[str], given: Candidates, error: type[LayerprobeError] = ExtractError) -> tuple[str, ...]:
+    """One answer per class, in ``class_names`` order (see the module docstring); problems raise ``error``."""
+    try:
+        return _match(class_names, given)
+    except ExtractError as err:
+        if error is ExtractError:
+            raise
+        raise error(str(err)) from None
+
+
+def _match(class_names: Sequence[str], given: Candidates) -> tuple[str, ...]:
     keys = {normalise(c): c for c in class_names}
     if isinstance(given, Mapping):
         return _from_mapping(class_names, keys, given)
