@@ -210,6 +210,29 @@ def test_hooks_are_removed_after_run(loaded, tiny_images):
     assert after == before
 
 
+@pytest.mark.parametrize("family", tiny_families())
+def test_generation_in_the_same_pass_leaves_the_sites_alone(family, loaded, tiny_images):
+    """Sites and candidate logits with a greedy continuation equal those without; the tokens equal a
+    plain ``generate`` of the same model (no hooks)."""
+    from transformers import GenerationConfig
+
+    lm = loaded(family)
+    capturer, batch, plain = _capture(lm, tiny_images)
+    both = capturer.run(batch, max_new_tokens=3)
+    for site, acts in plain.acts.items():
+        _assert_close_scaled(both.acts[site], acts)
+    torch.testing.assert_close(both.answer_logits, plain.answer_logits, atol=1e-5, rtol=0)
+    assert plain.generated_ids is None and both.generated_ids.shape[0] == len(tiny_images) and 1 <= both.generated_ids.shape[1] <= 3
+    gen = lm.model.generation_config
+    eos = gen.eos_token_id
+    pad = gen.pad_token_id if gen.pad_token_id is not None else (eos[0] if isinstance(eos, list) else eos)
+    config = GenerationConfig(max_new_tokens=3, do_sample=False, num_beams=1, eos_token_id=eos, pad_token_id=pad)
+    with torch.inference_mode():
+        batch_on = {k: v for k, v in batch.items() if k != "labels"}
+        reference = lm.model.generate(**batch_on, generation_config=config)
+    assert torch.equal(both.generated_ids, reference[:, batch["input_ids"].shape[1]:])
+
+
 def test_candidates_sharing_a_first_token_are_an_error(loaded):
     lm = loaded("llava")
     with pytest.raises(ExtractError, match="share their first token"):

@@ -23,7 +23,8 @@ Design choices:
   the adapter builds once per batch and shape (:meth:`Adapter.pool_weights`), in the activations'
   dtype (0/1 are exact in bf16; the matmul accumulates in fp32), then divided by the counts in fp32.
 - The hooks are registered for one ``run`` and removed after it, so the model is untouched between
-  batches and any other forward (a reference pass, ``generate``) sees no hooks.
+  batches and any other forward (a reference pass, ``generate``) sees no hooks. With generation
+  the hooks disarm after the prompt's forward, so decoding steps leave the sites alone.
 - Logits come from the model's own forward with ``logits_to_keep=1`` (its head, soft-capping and
   all), not from re-applying ``lm_head`` to a captured state.
 - Every slot is checked after the forward: a hook that never fired (a layer the model skipped) is
@@ -62,6 +63,9 @@ class CaptureResult(NamedTuple):
     """site -> ``(L, B, D)`` tensor in the capturer's ``out_dtype`` (bf16 by default), on the model's device."""
     answer_logits: torch.Tensor
     """``(B, C)`` float32 final-position logits at the candidates' first tokens."""
+    generated_ids: torch.Tensor | None = None
+    """``(B, T)`` greedy continuation token ids (``T <= max_new_tokens``; padded after an end token),
+    or None when no generation was asked for."""
 
 
 @dataclass(frozen=True)
@@ -108,8 +112,14 @@ class Capturer:
 
         return [SiteSpec(name, layers, self._sites.widths[name]) for name, layers in self._sites.layers.items()]
 
-    def run(self, inputs: Mapping[str, Any]) -> CaptureResult:
-        """Forward one processor batch (left-padded, one image per sample) and return every site."""
+    def run(self, inputs: Mapping[str, Any], *, max_new_tokens: int = 0) -> CaptureResult:
+        """Forward one processor batch (left-padded, one image per sample) and return every site.
+
+        With ``max_new_tokens > 0`` the same pass also decodes greedily that many tokens at most
+        (``model.generate``): the sites are still taken from the prompt's forward (the hooks disarm
+        once it is done, so decoding steps never touch them) and the candidate logits are that
+        forward's final-position logits, as without generation.
+        """
         device = next(self.model.parameters()).device
         batch = _to_device(inputs, device, self.model.dtype)
         input_ids = batch.get("input_ids")
@@ -128,16 +138,28 @@ class Capturer:
         handles = state.install()
         try:
             with torch.inference_mode():
-                kwargs: dict[str, Any] = {"use_cache": False}
-                if self._takes_logits_to_keep:
-                    kwargs["logits_to_keep"] = 1
-                out = self.model(**batch, **kwargs)
+                last_logits, generated = self._generate(batch, max_new_tokens) if max_new_tokens else (self._forward(batch), None)
         finally:
             for handle in handles:
                 handle.remove()
         state.check_filled()
-        logits = out.logits[:, -1, list(self.candidate_token_ids)].float()
-        return CaptureResult(state.buffers, logits)
+        return CaptureResult(state.buffers, last_logits[:, list(self.candidate_token_ids)].float(), generated)
+
+    def _forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        kwargs: dict[str, Any] = {"use_cache": False}
+        if self._takes_logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        return self.model(**batch, **kwargs).logits[:, -1]
+
+    def _generate(self, batch: dict[str, Any], max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from transformers import GenerationConfig
+
+        own = self.model.generation_config
+        eos = own.eos_token_id
+        pad = own.pad_token_id if own.pad_token_id is not None else (eos[0] if isinstance(eos, list) else eos)
+        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=eos, pad_token_id=pad)
+        out = self.model.generate(**batch, generation_config=config, return_dict_in_generate=True, output_logits=True)
+        return out.logits[0], out.sequences[:, batch["input_ids"].shape[1]:]
 
 
 class _BatchState:
@@ -156,6 +178,8 @@ class _BatchState:
             for name, layers in sites.layers.items()
         }
         self.filled = {name: [False] * len(layers) for name, layers in sites.layers.items()}
+        self.armed = True
+        """False once the prompt's forward is captured: decoding steps of ``generate`` are not sites."""
         self._weights: dict[tuple[Part, tuple[int, ...], torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def install(self) -> list[torch.utils.hooks.RemovableHandle]:
@@ -215,13 +239,15 @@ class _BatchState:
 
     def _vision_hook(self, slot: int):
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            self._store(VISION, slot, self._pool("vision", _first(output)))
+            if self.armed:
+                self._store(VISION, slot, self._pool("vision", _first(output)))
 
         return hook
 
     def _connector_hook(self, site: str, slot: int):
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            self._store(site, slot, self._pool("connector", _first(output)))
+            if self.armed:
+                self._store(site, slot, self._pool("connector", _first(output)))
 
         return hook
 
@@ -231,11 +257,16 @@ class _BatchState:
         self._store(LLM_FINAL, slot, h_btd[:, -1])
 
     def _embed_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        self._llm(0, args[0] if args else kwargs["hidden_states"])
+        if self.armed:
+            self._llm(0, args[0] if args else kwargs["hidden_states"])
 
     def _llm_hook(self, slot: int):
+        last = slot == len(self.c._sites.llm_layers)  # the final norm: the prompt's forward is complete
+
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            self._llm(slot, _first(output))
+            if self.armed:
+                self._llm(slot, _first(output))
+                self.armed = not last
 
         return hook
 
