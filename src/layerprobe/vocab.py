@@ -168,3 +168,15 @@ KEEP_LAST: Final = "last"
 KEEP_BEST: Final = "best"
 KEEP_MODES: Final = (KEEP_LAST, KEEP_BEST)
 """Which adapter a fine-tuning run keeps: the last epoch's, or the best on val (accuracy, then loss)."""
+
+
+# --- study arms (the fine-tuning arm's tables, the study command) ------------------------------------
+ARM_BASE: Final = "base"
+"""The model as released (no adapter)."""
+ARM_SFT_FROZEN: Final = "sft-frozen"
+"""LoRA SFT with the vision tower frozen."""
+ARM_SFT_LORA: Final = "sft-lora"
+"""LoRA SFT with the vision tower adapted too (the paper's main SFT runs)."""
+ARM_VISION_CE: Final = "vision-ce"
+"""The model's vision tower trained with cross-entropy (Table 3's "Vision Tower SFT")."""
+ARMS: Final = (ARM_BASE, ARM_SFT_FROZEN, ARM_SFT_LORA, ARM_VISION_CE)
