@@ -9,12 +9,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from layerprobe.cli import main
 from layerprobe.errors import ExtractError
 from layerprobe.extract.config import ExtractConfig
 from layerprobe.extract.runner import run_extract
 from layerprobe.store import open_store
 from test_extract_runner import config, make_images
+from test_extract_runner_cli import _run
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +70,6 @@ def _dicom_table(tmp_path: Path) -> Path:
     table = tmp_path / "scans.csv"
     pl.DataFrame({"path": ["rtdose.dcm", "CT_small.dcm"], "label": ["dose", "ct"]}).write_csv(table)
     return table
-
-
-def _run(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_dicom_frame_reaches_the_loader_and_is_recorded(llava, tmp_path, capsys) -> None:
