@@ -116,7 +116,8 @@ def test_table_with_class_names_splits_and_paths(tmp_path: Path, suffix: str) ->
     })
     m = from_table(_write(frame, tmp_path / f"list{suffix}"))
     assert m.name == "list" and m.root == tmp_path
-    assert m.ids == ("imgs/007.png", str(elsewhere), "imgs/b.png")  # "007" kept as written
+    # "007" kept as written; an absolute path inside the table's folder is its relative id (issue 15 #4)
+    assert m.ids == ("imgs/007.png", "other/z.png", "imgs/b.png")
     assert m.paths[:2] == (a, elsewhere)
     assert m.class_names == ("benign", "malignant") and m.labels == (1, 0, 0)
     assert m.splits == ("train", "val", "")
@@ -172,8 +173,8 @@ def test_table_file_errors(tmp_path: Path) -> None:
 def test_resolve_dataset_forms(tmp_path: Path) -> None:
     root = _tree(tmp_path / "ds")
     assert resolve_dataset(str(root)) == from_image_folder(root)
-    table = _write(pl.DataFrame({"path": ["a.png"], "label": ["x"]}), tmp_path / "t.csv")
-    assert resolve_dataset(table).ids == ("a.png",)
+    table = _write(pl.DataFrame({"path": ["a.png", "b.png"], "label": ["x", "y"]}), tmp_path / "t.csv")  # two classes (issue 15 #14)
+    assert resolve_dataset(table).ids == ("a.png", "b.png")
     busi = tmp_path / "busi"
     for cls in ("normal", "benign", "malignant"):
         _img(busi / cls / f"{cls} (1).png")
@@ -187,14 +188,15 @@ def test_resolve_dataset_forms(tmp_path: Path) -> None:
 
 
 def test_manifest_checks() -> None:
-    ok = dict(name="d", root=Path("/"), paths=(Path("/a"),), ids=("a",), labels=(0,), splits=("",), class_names=("x",))
+    # two classes: a one-class manifest is refused (issue 15 #14, test_one_class_datasets_are_refused)
+    ok = dict(name="d", root=Path("/"), paths=(Path("/a"),), ids=("a",), labels=(0,), splits=("",), class_names=("x", "y"))
     Manifest(**ok)
-    with pytest.raises(ExtractError, match="label 1"):
-        Manifest(**{**ok, "labels": (1,)})
+    with pytest.raises(ExtractError, match="label 2"):
+        Manifest(**{**ok, "labels": (2,)})
     with pytest.raises(ExtractError, match="no samples"):
         Manifest(**{**ok, "paths": (), "ids": (), "labels": (), "splits": ()})
     with pytest.raises(ExtractError, match="candidates"):
-        Manifest(**ok, candidates=("a", "b"))
+        Manifest(**ok, candidates=("a", "b", "c"))
 
 
 def test_a_manifest_yields_the_stores_sample_info(tmp_path: Path) -> None:

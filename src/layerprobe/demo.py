@@ -6,6 +6,14 @@ synthetic three-class ultrasound-like dataset, then runs extract -> probe -> fhs
 as a user would with their own models. Every step reuses what a previous run left: a rerun builds
 nothing twice and resumes the stores.
 
+Folders are named by the settings that decide their contents (:func:`demo_paths`), so a changed
+setting builds beside what exists instead of clashing with it, and a plain rerun finds its own:
+``synthetic-ultrasound-n48-224px/`` (images per class, image size), ``stores/<family>-n48-224px.zarr``
+and ``results/<data>-<preset>-seeds0+1-<families>.parquet``; ``report/`` is the latest run's. The
+dataset is built in a hidden folder and renamed into place, models likewise (``build_tiny``), stores
+resume after an interruption, and the results table is written to a temporary file and moved, so no
+step leaves a half-built folder that a rerun would take for a finished one.
+
 Random-weight models still carry the images' signal through their layers (a random network is a
 rich random feature map), so the probe curves and the four-score profile are meaningful as a
 demonstration of the pipeline, not as a statement about any real model.
@@ -29,7 +37,7 @@ class DemoConfig:
     """What the demo builds and runs."""
 
     out: Path = Path("layerprobe-demo")
-    """Folder for models, data, stores, results and the report; reused on a rerun."""
+    """Folder for models, data, stores, results and the report; a rerun reuses what its settings built."""
     families: tuple[str, ...] = DEMO_FAMILIES
     """Tiny model families to build (see ``layerprobe.testing.TINY_FAMILIES``)."""
     n_per_class: int = 48
@@ -53,6 +61,34 @@ class DemoConfig:
             from layerprobe.errors import LayerprobeError
 
             raise LayerprobeError(f"n_per_class must be at least 10 for train/val/test splits, got {self.n_per_class}")
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    """Where one demo configuration's outputs live (see the module docstring)."""
+
+    data: Path
+    """The synthetic ImageFolder tree."""
+    stores: tuple[Path, ...]
+    """One store per family, in ``cfg.families`` order."""
+    results: Path
+    """The probe results table."""
+    report: Path
+    """The report folder (the latest run's)."""
+
+
+def demo_paths(cfg: DemoConfig) -> DemoPaths:
+    """Folders named by the settings that decide them: data by size, stores by family and data,
+    results by data, preset, seeds and families."""
+    data_key = f"n{cfg.n_per_class}-{cfg.image_size}px"
+    seeds = "+".join(str(s) for s in cfg.seeds)
+    out = cfg.out
+    return DemoPaths(
+        data=out / f"synthetic-ultrasound-{data_key}",
+        stores=tuple(out / "stores" / f"{family}-{data_key}.zarr" for family in cfg.families),
+        results=out / "results" / f"{data_key}-{cfg.preset}-seeds{seeds}-{'+'.join(cfg.families)}.parquet",
+        report=out / "report",
+    )
 
 
 @dataclass(frozen=True)
@@ -82,12 +118,12 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
 
     # Our own bars say what is happening; transformers' per-checkpoint bars only add noise here.
     hf_logging.disable_progress_bar()
-    out = cfg.out
-    log(f"[1/5] synthetic ultrasound dataset: {cfg.n_per_class} images x {len(CLASS_NAMES)} classes -> {out / 'synthetic-ultrasound'}")
-    data = make_dataset(out / "synthetic-ultrasound", n_per_class=cfg.n_per_class, size=cfg.image_size)
+    out, paths = cfg.out, demo_paths(cfg)
+    log(f"[1/5] synthetic ultrasound dataset: {cfg.n_per_class} images x {len(CLASS_NAMES)} classes -> {paths.data}")
+    data = make_dataset(paths.data, n_per_class=cfg.n_per_class, size=cfg.image_size)
 
     stores: list[Path] = []
-    for i, family in enumerate(cfg.families, 1):
+    for i, (family, store) in enumerate(zip(cfg.families, paths.stores), 1):
         log(f"[2/5] tiny {family} model ({i}/{len(cfg.families)}): build or reuse, then extract")
         model_dir = build_tiny(family, out / "models")
         stores.append(
@@ -95,7 +131,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
                 ExtractConfig(
                     model=str(model_dir),
                     dataset=str(data),
-                    out=out / "stores" / f"{family}.zarr",
+                    out=store,
                     prompt=INSTRUCTION,
                     candidates=CANDIDATES,
                     batch_size=8,
@@ -105,7 +141,8 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
             )
         )
 
-    results = out / "results.parquet"
+    results = paths.results
+    results.parent.mkdir(parents=True, exist_ok=True)
     log(f"[3/5] probes: every site and layer of {len(stores)} stores, mlp ({cfg.preset} preset) + linear, seeds {list(cfg.seeds)}")
     run_sweep(
         SweepConfig(
@@ -120,6 +157,6 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     )
 
     log("[4/5] feature health scores and [5/5] report")
-    report = build_report([results], out / "report", title="layerprobe demo: tiny random-weight models on synthetic ultrasound")
+    report = build_report([results], paths.report, title="layerprobe demo: tiny random-weight models on synthetic ultrasound")
     profile_md = report.profile_md.read_text()
     return DemoResult(tuple(stores), results, report.folder, profile_md)

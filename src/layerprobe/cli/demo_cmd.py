@@ -9,7 +9,8 @@ import click
 
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("layerprobe-demo"), show_default=True,
-              help="Folder for models, data, stores, results and the report; a rerun reuses it.")
+              help="Folder for models, data, stores, results and the report; a rerun reuses what the same settings built, "
+                   "and other settings (e.g. --n-per-class) build their own data, stores and results beside it.")
 @click.option("--families", default="llava,qwen2_vl,gemma3", show_default=True,
               help="Comma-separated tiny model families to build and extract.")
 @click.option("--n-per-class", type=int, default=48, show_default=True, help="Synthetic images per class (3 classes).")

@@ -20,6 +20,7 @@ from layerprobe import vocab
 from layerprobe.devices import parse_device
 from layerprobe.errors import ExtractError
 from layerprobe.extract.data.candidates import as_candidates
+from layerprobe.extract.data.dicom import FrameRule, parse_frame_rule
 from layerprobe.extract.model.dtypes import compute_dtype
 
 if TYPE_CHECKING:
@@ -77,6 +78,13 @@ class ExtractConfig:
     """Samples per store chunk and commit block; None = the store's default."""
     progress: bool = True
     """Show a progress bar (only on a terminal)."""
+    allow_duplicate_images: bool = False
+    """Keep images with identical bytes in splits that may differ (``data/preflight.py``; refused by
+    default, as a train/test leak); the copies found are recorded in ``RunMeta.extra``."""
+    dicom_frame: FrameRule | str = None
+    """Frame of a multi-frame DICOM to use: ``"first"``, ``"middle"`` or a 0-based index (negative
+    from the end); text such as ``"3"`` is parsed here. None refuses multi-frame files naming them.
+    Recorded in ``RunMeta.extra`` when set."""
     torch_dtype: torch.dtype = field(init=False, repr=False, compare=False)
     """``dtype`` as the torch dtype the model runs in (set from ``dtype``, not given)."""
 
@@ -99,3 +107,5 @@ class ExtractConfig:
             raise ExtractError("prompt is empty; pass an instruction or leave it out to use the dataset's own")
         if isinstance(self.device, str):
             object.__setattr__(self, "device", parse_device(self.device, ExtractError))
+        if isinstance(self.dicom_frame, str):
+            object.__setattr__(self, "dicom_frame", parse_frame_rule(self.dicom_frame))

@@ -43,6 +43,7 @@ from layerprobe.extract.config import ExtractConfig
 from layerprobe.extract.data.datasets import resolve_dataset
 from layerprobe.extract.data.manifest import Manifest
 from layerprobe.extract.data.images import read_image
+from layerprobe.extract.data.preflight import check_images
 
 if TYPE_CHECKING:
     import torch
@@ -77,15 +78,16 @@ def batch_ranges(blocks: Sequence[tuple[int, int]], batch_size: int) -> list[tup
 class _ImageFiles:
     """Map-style dataset: sample index -> (index, RGB image or None, sha256, error)."""
 
-    def __init__(self, paths: Sequence[Path]) -> None:
+    def __init__(self, paths: Sequence[Path], frame=None) -> None:
         self.paths = list(paths)
+        self.frame = frame
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
         try:
-            decoded = read_image(self.paths[index])
+            decoded = read_image(self.paths[index], frame=self.frame)
         except LayerprobeError as err:
             return index, None, "", str(err)
         return index, decoded.image, decoded.sha256, None
@@ -115,16 +117,18 @@ def make_loader(
     make_inputs: Callable[[list], Mapping[str, Any]],
     num_workers: int,
     prefetch: int,
+    frame=None,
 ):
     """A DataLoader yielding one :class:`LoadedBatch` per ``[start, stop)`` range, in order.
 
     ``make_inputs(images)`` turns a list of RGB images into model inputs (the processor call); it
     runs in the worker processes. The throughput benchmark uses this same loader for its floor.
+    ``frame`` is the DICOM frame rule passed to ``read_image``.
     """
     from torch.utils.data import DataLoader
 
     return DataLoader(
-        _ImageFiles(paths),
+        _ImageFiles(paths, frame),
         batch_sampler=[list(range(s, e)) for s, e in batches],
         collate_fn=_Collate(make_inputs),
         num_workers=num_workers,
@@ -335,6 +339,7 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
         candidates = manifest.candidates or manifest.class_names
     instruction = cfg.prompt or manifest.instruction or default_instruction(candidates)
     _refuse_other_run(cfg, manifest, candidates)
+    data_extra = check_images(manifest, allow_duplicate_images=cfg.allow_duplicate_images, dicom_frame=cfg.dicom_frame)
     if loaded is None:
         loaded = load_model(cfg.model, dtype=cfg.torch_dtype, device=cfg.device, adapter=cfg.adapter,
                             trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
@@ -349,14 +354,15 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
         model_type=loaded.model_type, adapter=loaded.adapter, adapter_hash=loaded.adapter_hash,
         dataset_name=manifest.name, manifest_sha256=manifest.sha256, prompt_template=prompt,
         candidates=tuple(candidates), candidate_token_ids=token_ids, class_names=manifest.class_names,
-        compute_dtype=cfg.dtype, extra={"instruction": instruction, "batch_size": cfg.batch_size, "device": loaded.device},
+        compute_dtype=cfg.dtype, extra={"instruction": instruction, "batch_size": cfg.batch_size, "device": loaded.device, **data_extra},
     )
     samples = manifest.sample_info()
     with StoreWriter.open(cfg.out, meta, capturer.site_specs(), samples, chunk_samples=cfg.chunk_samples) as writer:
         batches = batch_ranges(writer.pending_blocks(shard=cfg.shard), cfg.batch_size)
         if not batches:  # complete already (or this shard is): nothing to load
             return cfg.out
-        loader = make_loader(manifest.paths, batches, partial(encode_batch, loaded.processor, prompt=prompt), cfg.num_workers, cfg.prefetch)
+        loader = make_loader(manifest.paths, batches, partial(encode_batch, loaded.processor, prompt=prompt), cfg.num_workers, cfg.prefetch,
+                             frame=cfg.dicom_frame)
         bar = tqdm(total=sum(e - s for s, e in batches), unit="img", desc=cfg.out.name, dynamic_ncols=True,
                    disable=not cfg.progress or not sys.stderr.isatty())
         with bar:

@@ -7,13 +7,21 @@ dark lesion) and ``malignant`` (an irregular, spiculated dark lesion with a shad
 Size, position, contrast and speckle vary per image, so a probe has to read shape and texture, not
 a pixel. Images are 8-bit grayscale PNGs in an ImageFolder tree (``root/<class>/<id>.png``), and
 the same ``seed`` always gives the same bytes.
+
+A tree is written beside ``root`` (``.<name>.partial``) and renamed into place when complete, so an
+interrupted build never leaves a folder that looks usable; a tree made with other settings is
+replaced whole (no stale images from a larger run stay behind).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
+
+from layerprobe.errors import LayerprobeError
 
 CLASS_NAMES = ("normal", "benign", "malignant")
 CANDIDATES = ("Normal", "Benign", "Malignant")
@@ -63,19 +71,46 @@ def make_image(label: int, rng: np.random.Generator, size: int = 224) -> np.ndar
     return (img * 255).astype(np.uint8)
 
 
+_STAMP = ".complete"
+"""File in a finished tree holding its settings (``n_per_class size seed``)."""
+
+
 def make_dataset(root: str | Path, n_per_class: int = 40, size: int = 224, seed: int = 0) -> Path:
-    """Write ``n_per_class`` images per class under ``root``; reuses a complete existing tree."""
+    """Write ``n_per_class`` images per class under ``root``; reuses a complete tree of these settings.
+
+    A tree of other settings, or an empty folder, is replaced (see the module docstring); any other
+    existing folder is refused rather than deleted.
+    """
     from PIL import Image
 
     root = Path(root)
-    done = root / ".complete"
-    if done.exists() and done.read_text() == f"{n_per_class} {size} {seed}":
+    settings = f"{n_per_class} {size} {seed}"
+    stamp = root / _STAMP
+    if stamp.is_file() and stamp.read_text() == settings:
         return root
+    if root.exists() and not (stamp.is_file() or (root.is_dir() and not any(root.iterdir()))):
+        raise LayerprobeError(f"{root} exists and is not a synthetic dataset made here; remove it or choose another folder")
+    # One partial folder per target (no pid): a rerun after a crash clears the leftover of the last one.
+    partial = root.with_name(f".{root.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
     rng = np.random.default_rng(seed)
-    for label, name in enumerate(CLASS_NAMES):
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(n_per_class):
-            Image.fromarray(make_image(label, rng, size), mode="L").save(folder / f"{name}_{i:04d}.png")
-    done.write_text(f"{n_per_class} {size} {seed}")
+    try:
+        for label, name in enumerate(CLASS_NAMES):
+            folder = partial / name
+            folder.mkdir(parents=True)
+            for i in range(n_per_class):
+                Image.fromarray(make_image(label, rng, size), mode="L").save(folder / f"{name}_{i:04d}.png")
+        (partial / _STAMP).write_text(settings)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if root.exists():
+        old = root.with_name(f".{root.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(root, old)
+        os.replace(partial, root)
+        shutil.rmtree(old)
+    else:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(partial, root)
     return root

@@ -18,19 +18,31 @@ Choices:
   and files without an image suffix are ignored (:mod:`.files`). A class folder without images
   is an error, not a silently missing class.
 - Files are not opened here: a missing or corrupt image is found when it is decoded, so
-  ``--skip-bad`` can record it instead of failing the whole manifest.
+  ``--skip-bad`` can record it instead of failing the whole manifest. (Images with identical bytes
+  in two splits are found by :mod:`.preflight`, which reads them, before the model loads.)
+- A table's ids are normalised as :func:`posixpath.normpath` does (``./img/x.png`` and
+  ``img//x.png`` are ``img/x.png``); an absolute path inside the table's folder becomes relative to
+  it, so both spellings of one file are one id. Symlinks are not resolved in ids (they stay as
+  written, portable across machines), but two rows whose paths resolve to the same file
+  (``os.path.realpath``: symlinks, ``..``) are refused as one image listed twice.
+- Labels (table cells or class folders) that differ only by case (``Benign``/``benign``) are an
+  error naming both spellings: they would silently become two classes.
+- A plain folder holding BUSI-style segmentation masks (``x_mask.png`` or ``x_mask_1.png`` beside
+  ``x.png``) is refused, suggesting the ``busi:`` recipe (which skips them); a table that lists
+  the files is the way to use such files as samples on purpose.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from layerprobe import vocab
 from layerprobe.errors import ExtractError
-from layerprobe.extract.data.files import iter_images, subfolders
+from layerprobe.extract.data.files import folder_problem, iter_images, mask_base, subfolders
 from layerprobe.extract.data.manifest import Manifest, Row
 from layerprobe.extract.data.recipes import get_recipe
 
@@ -72,14 +84,16 @@ def resolve_dataset(text: str | os.PathLike) -> Manifest:
 def from_image_folder(root: str | Path, name: str | None = None) -> Manifest:
     """An ImageFolder tree ``root/<class>/...`` or ``root/<split>/<class>/...`` as a manifest."""
     root = Path(root).expanduser()
-    if not root.is_dir():
-        raise ExtractError(f"dataset folder {root} does not exist; pass a folder with one sub-folder per class")
+    problem = folder_problem(root)
+    if problem is not None:
+        raise ExtractError(f"dataset folder {root} {problem}; pass a folder with one sub-folder per class")
     top = subfolders(root)
     split_layout = bool(top) and all(d.name.lower() in _SPLIT_ALIASES for d in top)
     groups = [(_SPLIT_ALIASES[d.name.lower()], subfolders(d)) for d in top] if split_layout else [(vocab.UNASSIGNED, top)]
     class_names = tuple(sorted({c.name for _, classes in groups for c in classes}))
     if not class_names:
         raise ExtractError(f"dataset folder {root} has no class folders; expected {root}/<class>/<image> (one sub-folder per class)")
+    _refuse_case_twins(class_names, f"dataset folder {root}: class folders", "rename one folder")
     index = {c: i for i, c in enumerate(class_names)}
     rows: list[Row] = []
     for split, classes in groups:
@@ -89,8 +103,30 @@ def from_image_folder(root: str | Path, name: str | None = None) -> Manifest:
     empty = [c for c in class_names if index[c] not in found]
     if empty:
         raise ExtractError(f"class folder {empty[0]!r} in {root} holds no images; add images or remove the folder")
+    _refuse_masks(root, [r[0] for r in rows])
     rows.sort()
     return Manifest.from_rows(name or root.resolve().name, root, rows, class_names)
+
+
+def _refuse_case_twins(names: Sequence[str], where: str, fix: str) -> None:
+    """An error when two of ``names`` differ only by case (they would be two classes)."""
+    seen: dict[str, str] = {}
+    for name in names:
+        twin = seen.setdefault(name.casefold(), name)
+        if twin != name:
+            raise ExtractError(f"{where} {twin!r} and {name!r} differ only by case, so they would be two classes; {fix}")
+
+
+def _refuse_masks(root: Path, ids: Sequence[str]) -> None:
+    """An error when a plain folder holds BUSI-style masks beside their images (see the module docstring)."""
+    stems = {posixpath.splitext(i)[0].casefold() for i in ids}
+    for sample_id in ids:
+        base = mask_base(Path(sample_id))
+        if base is not None and posixpath.join(posixpath.dirname(sample_id), base).casefold() in stems:
+            raise ExtractError(
+                f"dataset folder {root} holds segmentation masks such as {sample_id!r} beside their images; "
+                f"read BUSI with --dataset busi:{root} (it skips masks), or list the files to use in a .csv table"
+            )
 
 
 def from_table(path: str | Path, class_names: Sequence[str] | None = None, name: str | None = None) -> Manifest:
@@ -119,14 +155,30 @@ def from_table(path: str | Path, class_names: Sequence[str] | None = None, name:
         if key not in _SPLIT_ALIASES:
             raise ExtractError(f"manifest {path}: row {row + 1} has split {value!r}; use train, val, test or leave it empty")
         splits.append(_SPLIT_ALIASES[key])
-    ids = [str(p).strip() for p in raw_paths]
-    first_row: dict[str, int] = {}
-    for row, sample_id in enumerate(ids):
-        if first_row.setdefault(sample_id, row) != row:
-            raise ExtractError(f"manifest {path}: row {row + 1} lists {sample_id!r} again (first on row {first_row[sample_id] + 1}); each image may appear once")
+    given = [str(p).strip() for p in raw_paths]
+    ids = _normal_ids(given, path)
     rows = [(i, lab, s) for i, lab, s in zip(ids, labels, splits)]
     # Path join keeps absolute ids absolute, so Manifest.from_rows resolves both kinds.
     return Manifest.from_rows(name or path.stem, path.parent, rows, names)
+
+
+def _normal_ids(given: Sequence[str], path: Path) -> list[str]:
+    """A table's path cells as normalised ids; one file listed twice is an error (module docstring)."""
+    folder = os.path.abspath(path.parent)
+    ids: list[str] = []
+    first_row: dict[str, int] = {}
+    for row, text in enumerate(given):
+        # normpath keeps a leading "//" (POSIX leaves it implementation-defined); one "/" is meant.
+        sample_id = posixpath.normpath("/" + text.lstrip("/") if text.startswith("//") else text)
+        if posixpath.isabs(sample_id) and (sample_id + "/").startswith(folder.rstrip("/") + "/"):
+            sample_id = posixpath.relpath(sample_id, folder)
+        where = os.path.realpath(os.path.join(folder, text))
+        first = first_row.setdefault(where, row)
+        if first != row:
+            same = "again" if given[first] == text else f"(same file as {given[first]!r})"
+            raise ExtractError(f"manifest {path}: row {row + 1} lists {text!r} {same}, first on row {first + 1}; each image may appear once")
+        ids.append(sample_id)
+    return ids
 
 
 def _read_table(path: Path) -> dict[str, list]:
@@ -161,14 +213,18 @@ def _parse_labels(values: list, class_names: Sequence[str] | None, path: Path) -
             class_names = tuple(str(i) for i in range(max(ints) + 1))
             return ints, class_names
         class_names = tuple(sorted(set(texts)))
+        _refuse_case_twins(class_names, f"manifest {path}: labels", "spell each class one way")
     names = tuple(class_names)
     index = {c: i for i, c in enumerate(names)}
+    folded = {c.casefold(): c for c in names}
     labels = []
     for row, text in enumerate(texts):
         if text in index:
             labels.append(index[text])
         elif _INT_RE.fullmatch(text) and 0 <= int(text) < len(names):
             labels.append(int(text))
+        elif text.casefold() in folded:
+            raise ExtractError(f"manifest {path}: row {row + 1} has label {text!r}, which differs from class {folded[text.casefold()]!r} only by case; spell it as the class")
         else:
             raise ExtractError(f"manifest {path}: row {row + 1} has unknown label {text!r}; known classes: {', '.join(names)}")
     return labels, names

@@ -141,8 +141,8 @@ def _frame_index(n_frames: int, frame: FrameRule, where: str) -> int:
         return 0
     if frame is None:
         raise ExtractError(
-            f"image {where} is a multi-frame DICOM ({n_frames} frames); choose a frame rule "
-            "(frame='first', 'middle' or a 0-based index) or convert it to single-frame files"
+            f"image {where} is a multi-frame DICOM ({n_frames} frames); choose a frame with --dicom-frame first|middle|N "
+            "(frame= in Python; N is 0-based) or convert it to single-frame files"
         )
     if frame == "first":
         return 0

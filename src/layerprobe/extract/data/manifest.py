@@ -40,7 +40,7 @@ class Manifest:
     splits: tuple[str, ...]
     """Official split of each sample: ``train``, ``val``, ``test`` or ``""`` (none)."""
     class_names: tuple[str, ...]
-    """Class ``i``'s name; candidate answer ``i`` of a run answers class ``i``."""
+    """Class ``i``'s name; candidate answer ``i`` of a run answers class ``i``. At least two."""
     instruction: str | None = None
     """The dataset's own question (set by recipes); a run's ``prompt`` overrides it."""
     candidates: tuple[str, ...] | None = None
@@ -53,8 +53,14 @@ class Manifest:
         for field_name in ("paths", "labels", "splits"):
             if len(getattr(self, field_name)) != n:
                 raise ValueError(f"Manifest.{field_name} has {len(getattr(self, field_name))} entries for {n} ids")
-        if not self.class_names or len(set(self.class_names)) != len(self.class_names):
+        if len(set(self.class_names)) != len(self.class_names):
             raise ExtractError(f"dataset {self.name!r} needs distinct class names, got {list(self.class_names)}")
+        # Checked here, on every source, so a one-class dataset fails before a model is loaded.
+        if len(self.class_names) < 2:
+            raise ExtractError(
+                f"dataset {self.name!r} has {len(self.class_names)} class(es) ({', '.join(map(repr, self.class_names)) or 'none'}); "
+                "probing needs at least two, so add the other classes' images"
+            )
         try:
             self.sample_info()
         except StoreError as err:

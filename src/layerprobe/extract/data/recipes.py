@@ -6,17 +6,23 @@ local folder into a :class:`~layerprobe.extract.data.manifest.Manifest`; nothing
 
 Choices:
 - BUSI has no official split: splits are left empty and the probe engine draws a stratified split.
-  Its ``*_mask*.png`` files are segmentation masks, not samples.
+  Its ``*_mask.png`` / ``*_mask_N.png`` files are segmentation masks, not samples. Another folder
+  beside ``normal/benign/malignant`` is not read, and a one-line warning names it: the recipe's
+  classes are the paper's, so an extra folder cannot be one of them, but it must not vanish unsaid
+  (an error would refuse archives that carry a stray folder, such as a readme or a copy). The
+  warning goes through :mod:`logging`, so with no logging set up it is one line on stderr.
 - COVID19-CT: classes are found as the folders ``CT_COVID`` and ``CT_NonCOVID`` (any depth up to 3,
   as in ``Images-processed/``); class 0 is COVID so that candidate ``Yes`` answers it.
 - Chest-Xray keeps its official ``train``/``val``/``test`` split. The Kaggle archive nests a full
   copy (``chest_xray/chest_xray/``); the shallowest complete tree is used, so no image is counted twice.
   Class 0 is PNEUMONIA (candidate ``Yes``).
 - Hidden files, ``__MACOSX`` and other archive metadata folders, and non-image files are ignored.
+- A path that is a file, not a folder, is refused as such (every recipe).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +30,10 @@ from pathlib import Path
 from layerprobe import vocab
 from layerprobe.errors import ExtractError
 from layerprobe.extract.data.candidates import match_candidates
-from layerprobe.extract.data.files import is_metadata, iter_images
+from layerprobe.extract.data.files import folder_problem, is_metadata, iter_images, mask_base, subfolders
 from layerprobe.extract.data.manifest import Manifest, Row
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,8 +55,9 @@ class DatasetRecipe:
     def manifest(self, root: str | Path) -> Manifest:
         """Scan ``root`` and return a Manifest; a folder that does not match is an ExtractError."""
         root_path = Path(root).expanduser()
-        if not root_path.is_dir():
-            raise ExtractError(f"{self.name}: dataset folder {root_path} does not exist; expected {self.expected}")
+        problem = folder_problem(root_path)
+        if problem is not None:
+            raise ExtractError(f"{self.name}: dataset folder {root_path} {problem}; expected {self.expected}")
         rows = sorted(self.scan(root_path))
         if not rows:
             raise ExtractError(f"{self.name}: found no images in {root_path}; expected {self.expected}")
@@ -89,13 +98,18 @@ def _find_class_dirs(root: Path, names: tuple[str, ...], max_depth: int = 3) -> 
 
 
 def _scan_busi(root: Path) -> list[Row]:
-    dirs = _find_class_dirs(root, ("normal", "benign", "malignant"))
+    names = ("normal", "benign", "malignant")
+    dirs = _find_class_dirs(root, names)
     if dirs is None:
         return []
+    parent = dirs[names[0]].parent
+    for other in subfolders(parent):
+        if other.name.lower() not in names:
+            log.warning("busi: folder %s is not one of the classes %s; its images are not used", other, ", ".join(names))
     rows: list[Row] = []
-    for label, name in enumerate(("normal", "benign", "malignant")):
+    for label, name in enumerate(names):
         for path in iter_images(dirs[name]):
-            if "_mask" in path.stem.lower():
+            if mask_base(path) is not None:
                 continue
             rows.append((path.relative_to(root).as_posix(), label, vocab.UNASSIGNED))
     return rows
