@@ -195,3 +195,32 @@ def test_cli_interrupt_says_resume_and_a_rerun_resumes(store_path: Path, referen
     with pytest.raises(SystemExit) as exit_info:
         main([*args[:-1], "--seeds", "0,1", "--no-progress"])
     assert exit_info.value.code == 1 and "pass --overwrite" in capsys.readouterr().err
+
+
+def test_a_sigkilled_sweep_resumes_to_the_same_table(store_path: Path, reference: pl.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    out = tmp_path / "r.parquet"
+    code = textwrap.dedent(f"""
+        import os, signal
+        from layerprobe.probe import output
+        from layerprobe.probe.config import SweepConfig
+        from layerprobe.probe.sweep import run_sweep
+        real, kept = output.SweepOutput.add, []
+        def add(self, frame):
+            real(self, frame)
+            kept.append(frame)
+            if len(kept) == 2:  # the model rows and the first slab group are on disk
+                os.kill(os.getpid(), signal.SIGKILL)
+        output.SweepOutput.add = add
+        run_sweep(SweepConfig(stores=({str(store_path)!r},), out={str(out)!r}, preset="fast", seeds=(0,), progress=False))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    assert not out.exists() and len(list((tmp_path / "r.parquet.partial").glob("*.parquet"))) == 2
+    counter = Counter(monkeypatch)
+    assert_same_table(run_sweep(_config(store_path, out)), reference)
+    assert counter.calls == 1
