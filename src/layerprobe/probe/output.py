@@ -27,9 +27,9 @@ Rules, and why
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
 import re
 import shutil
 from collections.abc import Sequence
@@ -42,6 +42,7 @@ import polars as pl
 from layerprobe import vocab
 from layerprobe.errors import ProbeError
 from layerprobe.results import is_results_table
+from layerprobe.store.chunkio import atomic_write
 
 if TYPE_CHECKING:
     from layerprobe.probe.config import SweepConfig
@@ -235,28 +236,15 @@ def finished_key(out: Path) -> dict[str, Any] | None:
 
 
 def write_parquet(frame: pl.DataFrame, path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Write ``frame`` to ``path`` atomically: a temporary file beside it, synced, then renamed."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            frame.write_parquet(handle, metadata=metadata)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write ``frame`` to ``path`` atomically (a synced temporary file beside it, then a rename)."""
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, metadata=metadata)
+    atomic_write(path, buffer.getvalue())
 
 
 def write_json(doc: dict[str, Any], path: Path) -> None:
     """Write ``doc`` to ``path`` atomically (as :func:`write_parquet`)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(doc, indent=1, sort_keys=True).encode())
 
 
 def write_failure(what: str, path: Path, err: Exception, then: str) -> ProbeError:
