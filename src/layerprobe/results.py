@@ -60,6 +60,15 @@ def load_results(paths: Sequence[str | Path] | str | Path) -> CheckedResults:
     return CheckedResults(results)
 
 
+def is_results_table(path: str | Path) -> bool:
+    """True when ``path`` is a parquet file with every contract column (its schema alone is read)."""
+    try:
+        columns = pl.read_parquet_schema(path)
+    except Exception:  # polars raises several unrelated types for a non-parquet file
+        return False
+    return all(column in columns for column in vocab.RESULT_CONTRACT)
+
+
 def check_results(results: CheckedResults | pl.DataFrame, *, source: str = "results table") -> CheckedResults:
     """``results`` checked (see the module docstring), or a one-line error naming what is wrong.
 

@@ -35,6 +35,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
+_INTERRUPTED = "error: interrupted; stored data is intact and a probe sweep keeps its finished groups (rerun the same command to resume)"
+"""What Ctrl-C prints: extract resumes its store from the committed blocks, probe its sweep from the
+groups kept in ``<out>.partial/``."""
+
+
 def _register() -> None:
     # Each import only defines click commands; see the module docstring.
     from layerprobe.cli import commands
@@ -52,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="layerprobe", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("error: interrupted; stored data is intact (rerun the same command to resume)", err=True)
+        click.echo(_INTERRUPTED, err=True)
         sys.exit(130)
     except click.ClickException as err:
         err.show()
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {err}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        click.echo("error: interrupted; stored data is intact (rerun the same command to resume)", err=True)
+        click.echo(_INTERRUPTED, err=True)
         sys.exit(130)
     except SystemExit:
         raise

@@ -108,7 +108,8 @@ def report(results: tuple[str, ...], out_dir: str, html: bool, bands: bool, **kw
     The folder holds the four-score matrix, layer-wise curves through the whole pipeline with
     module boundaries and P_final (paper Fig. 3), comprehension vs utilisation per LLM layer
     (Fig. 5), fine-tuned runs overlaid on their base model, per-module score details, run
-    metadata and the probe and scoring settings.
+    metadata and the probe and scoring settings. It is written to a temporary folder beside --out
+    and moved into place at the end: a failed or interrupted report leaves --out as it was.
 
     \b
     Example:

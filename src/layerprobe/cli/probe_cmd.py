@@ -51,10 +51,11 @@ def _numbers(text: str | None, kind: type, flag: str) -> tuple | None:
 @click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the stratified split when the store has no split column.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (path, counts, seconds, per-site best layers) instead of text.")
+@click.option("--overwrite", is_flag=True, help="Replace an --out results table of another sweep, or discard an unfinished sweep with other settings.")
 def probe(
     stores: tuple[str, ...], out: str, sites: str | None, layers: str | None, kinds: str, seeds: str, preset: str,
     hidden: str | None, lrs: str | None, device: str, dtype: str, max_memory: str, kfold: int | None,
-    class_weight: str, split_seed: int, no_progress: bool, as_json: bool,
+    class_weight: str, split_seed: int, no_progress: bool, as_json: bool, overwrite: bool,
 ) -> None:  # fmt: skip
     """Train probes on every (site, layer) of STORE... and write one results table.
 
@@ -63,6 +64,11 @@ def probe(
       layerprobe probe runs/medgemma-busi.zarr --out results/medgemma-busi.parquet --seeds 0,1
     Faster recipe, last LLM layers only, on a GPU:
       layerprobe probe runs/*.zarr --out results.parquet --preset fast --sites llm/image_mean --layers -4: --device cuda
+
+    Finished probe groups are kept in OUT.partial/ as they complete: after an interruption (Ctrl-C,
+    a crash, a full disk) rerun the same command and it resumes, training only what is missing, and
+    ends with the same table as an uninterrupted run. Rerunning a finished sweep trains nothing.
+    --out never replaces a file that is not a results table, nor writes inside a store.
     """
     from layerprobe.probe.config import SweepConfig, parse_memory
     from layerprobe.probe.sweep import run_sweep
@@ -72,6 +78,7 @@ def probe(
         seeds=_numbers(seeds, int, "--seeds") or (), preset=preset, hidden=_numbers(hidden, int, "--hidden"),
         lrs=_numbers(lrs, float, "--lr"), device=device, dtype=dtype, max_memory=parse_memory(max_memory),
         kfold=kfold, class_weight=class_weight, split_seed=split_seed, progress=not no_progress,
+        overwrite=overwrite,
     )  # fmt: skip
     start = time.perf_counter()
     frame = run_sweep(cfg)

@@ -108,10 +108,10 @@ def _per_dataset(curves: pl.DataFrame, out_dir: Path, name: tuple[str, str], for
         axes = fig.subplots(n_rows, n_cols, squeeze=False)
         for ax, model_id in zip(axes.flat, models, strict=False):
             draw(ax, part.filter(pl.col("model_id") == model_id))
-            ax.set_title(short_name(model_id), fontsize=11, loc="left", fontweight="bold")
+            ax.set_title(plain(short_name(model_id)), fontsize=11, loc="left", fontweight="bold")
         for ax in list(axes.flat)[len(models) :]:
             ax.set_visible(False)
-        fig.suptitle(f"{dataset}: {what} ({config.split} {config.metric})", fontsize=12)
+        fig.suptitle(plain(f"{dataset}: {what} ({config.split} {config.metric})"), fontsize=12)
         slug = _slug(dataset, used)
         paths = tuple(out_dir / f"{stem}_{slug}.{fmt}" for fmt in formats)
         # SVG text stays text (searchable, editable) and carries no date, so reruns are byte-stable.
@@ -143,7 +143,7 @@ def _pipeline_axis(group: pl.DataFrame) -> _Axis:
             x_of[(module, layer)] = left + (i + 0.5) * cell
         spans[module] = (left, left + cell * len(mod_layers))
         for layer in _tick_layers(mod_layers):
-            ticks.append((x_of[(module, layer)], names.get((module, layer), str(layer)) if module == "C" else str(layer)))
+            ticks.append((x_of[(module, layer)], plain(names.get((module, layer), str(layer))) if module == "C" else str(layer)))
         left = spans[module][1]
     answer = max(2.0, 0.5 * min_span)
     spans["P_final"] = (left, left + answer)
@@ -184,9 +184,9 @@ def _draw_llm_sites(ax: Axes, group: pl.DataFrame, config: FHSConfig, error_band
         ax.plot([], [], color=colour, linewidth=6, solid_capstyle="butt", label=label)
     sites = dict(zip(group.get_column("module"), group.get_column("site"), strict=True))
     if "L" in sites:
-        ax.plot([], [], color="black", linestyle="-", marker="o", markersize=4, label=f"comprehension ({sites['L']})")
+        ax.plot([], [], color="black", linestyle="-", marker="o", markersize=4, label=plain(f"comprehension ({sites['L']})"))
     if "L_alt" in sites:
-        ax.plot([], [], color="black", linestyle="--", marker="s", markersize=4, label=f"utilisation ({sites['L_alt']})")
+        ax.plot([], [], color="black", linestyle="--", marker="s", markersize=4, label=plain(f"utilisation ({sites['L_alt']})"))
     if layers:
         ax.axvline((layers[-1] + final_x) / 2, color="0.6", linestyle=":", linewidth=1)
         ax.set_xticks([*_tick_layers(layers), final_x], [*map(str, _tick_layers(layers)), "answer"], fontsize=8)
@@ -221,7 +221,7 @@ def _finish(ax: Axes, group: pl.DataFrame, config: FHSConfig, error_bands: bool)
     lo, hi = (bounds[0], bounds[1]) if bounds[0] is not None else (0.0, 100.0)
     pad = max(3.0, 0.08 * (hi - lo))
     ax.set_ylim(max(lo - pad, -pad / 4), min(hi + pad, 100.0 + pad / 4))
-    ax.set_ylabel(config.metric_label, fontsize=9)
+    ax.set_ylabel(plain(config.metric_label), fontsize=9)
     ax.tick_params(axis="y", labelsize=8)
     ax.grid(axis="y", color="0.88", linewidth=0.7)
     ax.legend(fontsize=8, loc="best", framealpha=0.92)
@@ -235,7 +235,15 @@ def _runs(group: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
         label = f"+ {short_name(adapter)}" if adapter else "base model"
         out.append((label if label not in [o[0] for o in out] else run_id, run, adapter or ""))
     out.sort(key=lambda o: (o[2] != "", o[2]))
-    return [(label, run) for label, run, _ in out]
+    return [(plain(label), run) for label, run, _ in out]
+
+
+def plain(text: str) -> str:
+    """``text`` drawn as the characters it holds: every ``$`` escaped, so matplotlib never parses
+    user names as mathtext (where ``$\\frac{1$`` is an error, and ``$x$`` turns italic). Done per
+    string, not through ``rcParams["text.parse_math"]`` (global state) nor each Text's
+    ``parse_math`` (legend entries and tick labels are Text objects matplotlib makes itself)."""
+    return text.replace("$", r"\$")
 
 
 def _layers_of(group: pl.DataFrame, module: str) -> list[int]:

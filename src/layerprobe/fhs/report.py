@@ -9,20 +9,23 @@ Layout of the folder (every link in it is relative, so it can be moved, zipped o
     curves.parquet   tidy layer-wise curves (one row per run, module, layer; plus P_final)
     figures/         pipeline_<dataset>.{png,svg} (paper Fig. 3), llm_sites_<dataset>.{png,svg} (Fig. 5)
 
-``report.md`` is the one source: ``report.html`` is rendered from it by a converter for exactly the
-markdown subset written here (headings, paragraphs, lists, pipe tables, images, ``**``, ``<ins>``,
-inline code), so the two never disagree and no markdown library is needed.
+``report.md`` is the one source: ``report.html`` is rendered from it by the converter of
+:mod:`layerprobe.fhs.markdown` for exactly the markdown subset written here, so the two never
+disagree and no markdown library is needed. Every name, path or prompt from a store or a table goes
+through its ``md_escape``: it shows as text, never as markup.
 
 A folder that exists is reused only if it already holds a ``report.md`` (a previous report, whose
-figures are replaced); any other non-empty folder is refused so a typo cannot scatter files into it.
+files are replaced); any other non-empty folder is refused so a typo cannot scatter files into it.
+The report is written to a temporary folder beside it and moved into place at the end: a failure
+half-way leaves the folder as it was, and a rerun starts cleanly.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
-import re
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -32,7 +35,8 @@ import polars as pl
 from layerprobe import __version__, vocab
 from layerprobe.errors import LayerprobeError
 from layerprobe.fhs.config import FHSConfig
-from layerprobe.fhs.curves import curves_from, layer_points
+from layerprobe.fhs.curves import LayerPoints, curves_from, layer_points
+from layerprobe.fhs.markdown import markdown_to_html, md_escape
 from layerprobe.fhs.plots import Figures, plot_llm_sites, plot_pipeline
 from layerprobe.fhs.profile import RunProfile, profiles_from
 from layerprobe.fhs.stores import store_details
@@ -61,27 +65,43 @@ def build_report(
     error_bands: bool = True,
     title: str = "layerprobe report",
 ) -> Report:
-    """Write the report folder for one or more results tables (paths, or an already loaded table)."""
+    """Write the report folder for one or more results tables (paths, or an already loaded table).
+
+    Everything is written to a temporary folder beside ``out_dir`` and moved into place at the
+    end, so a failure half-way leaves ``out_dir`` as it was (absent, or the previous report)."""
     config = config or FHSConfig()
     checked = check_results(results) if isinstance(results, (CheckedResults, pl.DataFrame)) else load_results(results)
-    table = checked.frame
-    folder = _prepare_folder(Path(out_dir))
+    folder = Path(out_dir)
+    _check_folder(folder)
     points = layer_points(checked, config)  # once: the profile, the tables and every figure share them
+    work = _work_folder(folder)
+    try:
+        written = _write_report(work, checked, points, config, html_page=html_page, error_bands=error_bands, title=title)
+        _move_into_place(work, folder)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return Report(*(None if p is None else folder / p.relative_to(work) for p in written[:-1]), tuple(folder / p.relative_to(work) for p in written[-1]))
+
+
+def _write_report(folder: Path, checked: CheckedResults, points: LayerPoints, config: FHSConfig, *,
+                  html_page: bool, error_bands: bool, title: str) -> Report:  # fmt: skip
+    """Every file of the report, in ``folder`` (the temporary one)."""
+    table = checked.frame
     profiles = profiles_from(points)
     frame = profile_frame(profiles)
-    curves = curves_from(points)
-
     profile_csv = write_profile_table(frame, folder / "profile.csv")
     profile_md = write_profile_table(frame, folder / "profile.md")
+    curves = curves_from(points)
     curves_path = folder / "curves.parquet"
     curves.write_parquet(curves_path)
     pipeline = plot_pipeline(curves, folder / "figures", config=config, error_bands=error_bands)
     llm_sites = plot_llm_sites(curves, folder / "figures", config=config, error_bands=error_bands)
 
-    lines = [f"# {title}", ""]
+    lines = [f"# {md_escape(title)}", ""]
     lines += _header(list(checked.sources), config)
     lines += ["## Four-score profile", "", matrix_markdown(frame)]
-    notes = [f"- {_inline(run_label(p.model_id, p.adapter))} / {_inline(p.dataset)}: {_inline(n)}" for p in profiles for n in p.notes()]
+    notes = [f"- {md_escape(run_label(p.model_id, p.adapter))} / {md_escape(p.dataset)}: {md_escape(n)}" for p in profiles for n in p.notes()]
     if notes:
         lines += ["Notes on undefined (n/a) scores:", "", *notes, ""]
     lines += _curves_section(pipeline, llm_sites, folder, config, error_bands)
@@ -109,36 +129,76 @@ def build_report(
 def _curves_section(pipeline: Figures, llm_sites: Figures, folder: Path, config: FHSConfig, error_bands: bool) -> list[str]:
     lines = ["## Layer-wise probe curves", ""]
     lines += [
-        f"Probe {config.split} {config.metric} at every layer: vision tower, connector and LLM ({config.llm_site}) on one axis, "
+        f"Probe {config.split} {config.metric} at every layer: vision tower, connector and LLM ({md_escape(config.llm_site)}) on one axis, "
         "dashed lines at module boundaries, stars for P_final (the model's own answer)"
         + (", bands of one standard deviation over seeds." if error_bands else "."),
         "",
     ]
-    lines += [line for dataset, paths in zip(*pipeline, strict=True) for line in (f"![{dataset}: pipeline]({_rel(paths[0], folder)})", "")]
+    lines += [line for dataset, paths in zip(*pipeline, strict=True) for line in (f"![{md_escape(dataset)}: pipeline]({_rel(paths[0], folder)})", "")]
     if llm_sites.dataset:
         lines += ["## Comprehension vs utilisation", ""]
-        lines += [f"Per LLM layer: {config.llm_site} (comprehension, solid) vs {config.llm_alt_site} (utilisation, dashed).", ""]
-        lines += [line for dataset, paths in zip(*llm_sites, strict=True) for line in (f"![{dataset}: LLM sites]({_rel(paths[0], folder)})", "")]
+        lines += [f"Per LLM layer: {md_escape(config.llm_site)} (comprehension, solid) vs {md_escape(config.llm_alt_site)} (utilisation, dashed).", ""]
+        lines += [line for dataset, paths in zip(*llm_sites, strict=True) for line in (f"![{md_escape(dataset)}: LLM sites]({_rel(paths[0], folder)})", "")]
     return lines
 
 
-def _prepare_folder(folder: Path) -> Path:
+def _check_folder(folder: Path) -> None:
+    """A report goes into a new or empty folder, or replaces a previous report (a folder with a
+    ``report.md``); any other folder is refused so a typo cannot scatter files into it."""
     if folder.exists() and not folder.is_dir():
         raise LayerprobeError(f"report folder {folder} is a file; choose a folder name for --out")
     if folder.is_dir() and any(folder.iterdir()) and not (folder / "report.md").is_file():
         raise LayerprobeError(f"folder {folder} is not empty and holds no report.md; choose a new or empty --out folder")
-    figures = folder / "figures"
-    if figures.is_dir():
-        for old in figures.glob("*"):
-            if old.is_file() and old.suffix in (".png", ".svg", ".pdf"):
-                old.unlink()  # our own figures from the previous report; nothing else is touched
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+
+
+def _work_folder(folder: Path) -> Path:
+    """A fresh temporary folder beside ``folder`` (same file system, so the final move is a rename).
+
+    Temporary folders of killed earlier runs (their process is gone) are removed first."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{folder.name}.tmp-"
+    for stale in folder.parent.glob(prefix + "*"):
+        pid = stale.name.removeprefix(prefix)
+        if stale.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    work = folder.parent / f"{prefix}{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    return work
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _move_into_place(work: Path, folder: Path) -> None:
+    """Make ``work`` the report at ``folder``: one rename for a new folder; for a previous report,
+    each file renamed over its old version and our old figures and page that were not made again
+    removed (anything else a user put there is left alone)."""
+    if not folder.exists():
+        os.rename(work, folder)
+        return
+    new = {p.relative_to(work) for p in work.rglob("*") if p.is_file()}
+    stale = [p for p in (folder / "figures").glob("*") if p.is_file() and p.suffix in (".png", ".svg", ".pdf")]
+    stale += [folder / "report.html"] if (folder / "report.html").is_file() else []
+    for path in stale:
+        if path.relative_to(folder) not in new:
+            path.unlink()
+    for rel in sorted(new):
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(work / rel, folder / rel)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _header(sources: list[str], config: FHSConfig) -> list[str]:
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    names = ", ".join(f"`{s}`" for s in sources) if sources else "an in-memory table"
+    names = ", ".join(f"`{md_escape(s, code=True)}`" for s in sources) if sources else "an in-memory table"
     return [
         f"Generated {when} by layerprobe {__version__} from {len(sources) or 1} results table(s): {names}.",
         "",
@@ -160,9 +220,9 @@ def _runs_section(table: pl.DataFrame, profiles: Sequence[RunProfile]) -> list[s
         details = store_details(prof.store, relative_to=Path(source).parent if source else None)
         cells = [prof.run_id, prof.model_id, prof.adapter or "-", prof.dataset, size, prof.store or "-"]
         cells += [details.model_hash[:12], details.model_type, details.created_at] if details else ["?", "?", "?"]
-        rows.append("| " + " | ".join(_inline(c) for c in cells) + " |")
+        rows.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
         if details:
-            extra.append(f"- `{_inline(prof.run_id)}`: classes {_inline(', '.join(details.class_names))}; prompt `{_inline(details.prompt_template)}`")
+            extra.append(f"- `{md_escape(prof.run_id, code=True)}`: classes {md_escape(', '.join(details.class_names))}; prompt \"{md_escape(details.prompt_template)}\"")
     out = [*rows, ""]
     if extra:
         out += ["Store metadata (read from each store's zarr.json):", "", *extra, ""]
@@ -178,14 +238,14 @@ def _settings_section(table: pl.DataFrame, config: FHSConfig) -> list[str]:
     seeds = sorted(probes.get_column("seed").drop_nulls().unique().to_list())
     n_failed = probes.filter(pl.col("status") != vocab.STATUS_OK).height
     out = [
-        f"- probes: kind `{config.probe_kind}`, preset(s) {', '.join(f'`{p}`' for p in presets) or '-'}, "
+        f"- probes: kind `{config.probe_kind}`, preset(s) {', '.join(f'`{md_escape(p, code=True)}`' for p in presets) or '-'}, "
         f"{probes.height} probe rows ({n_failed} not ok), seeds {', '.join(map(str, seeds)) or '-'}",
-        *(f"- hyperparameters: `{_inline(p)}`" for p in params[:5]),
+        *(f"- hyperparameters: `{md_escape(p, code=True)}`" for p in params[:5]),
         *([f"- ... and {len(params) - 5} more hyperparameter settings (best val_{config.metric} kept per layer)"] if len(params) > 5 else []),
         "",
         "| scoring setting | value |",
         "|---|---|",
-        *(f"| {name} | `{_inline(json.dumps(value, default=str))}` |" for name, value in config.as_dict().items()),
+        *(f"| {name} | `{md_escape(json.dumps(value, default=str), code=True)}` |" for name, value in config.as_dict().items()),
         "",
     ]
     return out
@@ -193,75 +253,3 @@ def _settings_section(table: pl.DataFrame, config: FHSConfig) -> list[str]:
 
 def _rel(path: Path, folder: Path) -> str:
     return path.relative_to(folder).as_posix()
-
-
-def _inline(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ").replace("`", "'")
-
-
-_TABLE_SEP = re.compile(r"^\|(\s*:?-+:?\s*\|)+\s*$")
-
-
-def markdown_to_html(text: str, *, title: str = "layerprobe report") -> str:
-    """Render the markdown subset this module writes as a standalone HTML page."""
-    body: list[str] = []
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if not line.strip():
-            i += 1
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{_html_inline(line[level:].strip())}</h{level}>")
-            i += 1
-        elif line.startswith("!["):
-            m = re.match(r"!\[(.*?)\]\((.*?)\)", line)
-            alt, src = (m.group(1), m.group(2)) if m else ("", "")
-            body.append(f'<figure><img src="{html.escape(src)}" alt="{html.escape(alt)}"></figure>')
-            i += 1
-        elif line.startswith("|"):
-            block = []
-            while i < len(lines) and lines[i].startswith("|"):
-                block.append(lines[i])
-                i += 1
-            body.append(_html_table(block))
-        elif line.startswith("- "):
-            items = []
-            while i < len(lines) and lines[i].startswith("- "):
-                items.append(f"<li>{_html_inline(lines[i][2:])}</li>")
-                i += 1
-            body.append("<ul>" + "".join(items) + "</ul>")
-        else:
-            para = []
-            while i < len(lines) and lines[i].strip() and not lines[i].startswith(("#", "|", "- ", "![")):
-                para.append(lines[i])
-                i += 1
-            body.append(f"<p>{_html_inline(' '.join(para))}</p>")
-    style = (
-        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45;color:#222}"
-        "table{border-collapse:collapse;margin:1em 0;font-size:0.92em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
-        "th{background:#f3f3f3}img{max-width:100%}code{background:#f5f5f5;padding:0 3px}ins{text-decoration:underline}"
-    )
-    return f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head>\n<body>\n' + "\n".join(body) + "\n</body></html>\n"
-
-
-def _html_table(block: list[str]) -> str:
-    rows = [_split_row(r) for r in block if not _TABLE_SEP.match(r)]
-    if not rows:
-        return ""
-    head = "".join(f"<th>{_html_inline(c)}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{_html_inline(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _split_row(row: str) -> list[str]:
-    cells = re.split(r"(?<!\\)\|", row.strip())[1:-1]
-    return [c.strip().replace("\\|", "|") for c in cells]
-
-
-def _html_inline(text: str) -> str:
-    out = html.escape(text, quote=False)
-    out = out.replace("&lt;ins&gt;", "<ins>").replace("&lt;/ins&gt;", "</ins>").replace("\\|", "|")
-    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 import polars as pl
 
 from layerprobe.errors import LayerprobeError
+from layerprobe.fhs.markdown import md_escape
 from layerprobe.fhs.profile import RunProfile
 
 SCORES: tuple[str, ...] = ("fhs_v", "fhs_c", "fhs_l", "p_final")
@@ -90,10 +91,10 @@ def matrix_markdown(frame: pl.DataFrame, *, digits: int = 2) -> str:
     datasets = list(dict.fromkeys(frame.get_column("dataset").to_list()))
     labels = list(dict.fromkeys(frame.get_column("label").to_list()))
     cells = {(r["label"], r["dataset"]): _cell(r, digits) for r in frame.iter_rows(named=True)}
-    head = "| model | " + " | ".join(_escape(d) for d in datasets) + " |"
+    head = "| model | " + " | ".join(md_escape(d) for d in datasets) + " |"
     lines = [head, "|" + "---|" * (len(datasets) + 1)]
     for label in labels:
-        lines.append(f"| {_escape(label)} | " + " | ".join(cells.get((label, d), "") for d in datasets) + " |")
+        lines.append(f"| {md_escape(label)} | " + " | ".join(cells.get((label, d), "") for d in datasets) + " |")
     legend = "Each cell: FHS_V -> FHS_C -> FHS_L -> P_final. **Bold**: dataset best; <ins>underlined</ins>: dataset worst; n/a: undefined (see notes)."
     return "\n".join(lines) + "\n\n" + legend + "\n"
 
@@ -105,16 +106,16 @@ def details_markdown(profiles: Sequence[RunProfile], *, digits: int = 2) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for prof in profiles:
-        label = _escape(run_label(prof.model_id, prof.adapter))
+        label = md_escape(run_label(prof.model_id, prof.adapter))
         for mod in prof.modules():
             s = mod.score
             fhs = _fmt(s.fhs, digits) + (f" ± {_fmt(mod.fhs_std, digits)}" if math.isfinite(mod.fhs_std) else "")
             layers = _span(mod.layers)
             layers += f" ({s.n_missing} missing)" if s.n_missing else ""
             nums = " | ".join(_fmt(v, digits) for v in (s.p_start, s.p_min, s.p_end)) + f" | {_fmt(s.gf, 3)} | {_fmt(s.vp, 3)}"
-            lines.append(f"| {label} | {_escape(prof.dataset)} | {mod.module} | {mod.site} | {layers} | {nums} | {fhs} | {mod.n_seeds} | {_escape(s.reason)} |")
+            lines.append(f"| {label} | {md_escape(prof.dataset)} | {mod.module} | {md_escape(mod.site)} | {layers} | {nums} | {fhs} | {mod.n_seeds} | {md_escape(s.reason)} |")
         final = _fmt(prof.p_final, digits) + (f" ± {_fmt(prof.p_final_std, digits)}" if math.isfinite(prof.p_final_std) else "")
-        lines.append(f"| {label} | {_escape(prof.dataset)} | P_final | answer_logits | - | | | | | | {final} | | |")
+        lines.append(f"| {label} | {md_escape(prof.dataset)} | P_final | answer_logits | - | | | | | | {final} | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -157,7 +158,3 @@ def _cell(row: dict, digits: int) -> str:
 
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
-
-
-def _escape(text: str | None) -> str:
-    return (text or "").replace("|", "\\|").replace("\n", " ")

@@ -205,6 +205,10 @@ class SweepConfig:
     memory-bound batches, to keep the group's optimizer state in the last-level cache)."""
     progress: bool = True
     """Show a progress bar (only when stderr is a terminal)."""
+    overwrite: bool = False
+    """Allow replacing an ``out`` that holds the results table of another sweep, and discarding an
+    unfinished sweep with other settings beside it (``<out>.partial/``). A rerun of the same sweep
+    needs no ``overwrite``: it resumes (or, when finished, returns the table as it is)."""
 
     def __post_init__(self) -> None:
         if not self.stores:

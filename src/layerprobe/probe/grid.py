@@ -140,8 +140,12 @@ def _check_labels_agree(paths: Sequence[Path], stores: Sequence[StoreLike]) -> N
 
 def count_probes(cfg: SweepConfig, plans: Sequence[StorePlan]) -> int:
     """Rows of the results table besides the model rows."""
-    per_layer = (len(cfg.seeds) * len(cfg.mlp_specs()) if vocab.MLP in cfg.kinds else 0) + (1 if vocab.LINEAR in cfg.kinds else 0)
-    return sum(len(site.layers) * per_layer for plan in plans for site in plan.sites)
+    return sum(len(site.layers) * probes_per_layer(cfg) for plan in plans for site in plan.sites)
+
+
+def probes_per_layer(cfg: SweepConfig) -> int:
+    """Probes (rows) of one (store, site, layer)."""
+    return (len(cfg.seeds) * len(cfg.mlp_specs()) if vocab.MLP in cfg.kinds else 0) + (1 if vocab.LINEAR in cfg.kinds else 0)
 
 
 def layer_chunks(layers: Sequence[int], bytes_per_layer: int, budget: int) -> list[tuple[int, ...]]:

@@ -20,10 +20,8 @@ A layer whose slab holds NaN/Inf gets failed rows naming the count; other layers
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,12 +32,13 @@ from layerprobe import vocab
 from layerprobe.probe.config import ProbeSpec, SweepConfig, params_json
 from layerprobe.probe.engine import Stream, matmul_dtype, train_mlp_group
 from layerprobe.probe.features import Features, balanced_class_weight, prepare_features
-from layerprobe.probe.grid import SitePlan, StorePlan, count_probes, layer_chunks, plan_stores, streams_per_group
+from layerprobe.probe.grid import SitePlan, StorePlan, count_probes, layer_chunks, plan_stores, probes_per_layer, streams_per_group
 from layerprobe.probe.hardware import last_level_cache_bytes
 from layerprobe.probe.linear import fit_linear_group
 from layerprobe.probe.metrics import classification_metrics
 from layerprobe.probe.splits import Split
-from layerprobe.probe.table import Outcome, TableBuilder, metric_values
+from layerprobe.probe.output import SweepOutput
+from layerprobe.probe.table import SCHEMA, Outcome, TableBuilder, metric_values
 
 if TYPE_CHECKING:
     from layerprobe.store.protocol import StoreLike
@@ -48,7 +47,10 @@ log = logging.getLogger(__name__)
 
 
 def run_sweep(cfg: SweepConfig) -> pl.DataFrame:
-    """Train and score every probe of ``cfg``; write the table to ``cfg.out`` if set, and return it."""
+    """Train and score every probe of ``cfg``; write the table to ``cfg.out`` if set, and return it.
+
+    With ``cfg.out``, finished probe groups are kept beside it as they complete, and a rerun of the
+    same sweep resumes from them (:mod:`layerprobe.probe.output`)."""
     from layerprobe.store import open_store
 
     return sweep_stores(cfg, [open_store(path) for path in cfg.stores])
@@ -62,36 +64,42 @@ def sweep_stores(cfg: SweepConfig, stores: list[StoreLike]) -> pl.DataFrame:
     if len(stores) != len(cfg.stores):
         raise ValueError("one open store per cfg.stores entry")
     plans = plan_stores(cfg, stores)
-    table = TableBuilder()
+    output = SweepOutput(cfg, plans)  # checks --out and creates the progress folder before any compute
+    if output.finished is not None:
+        log.info("%s already holds this sweep's results; nothing to train", cfg.out)
+        return output.finished
     show = cfg.progress and sys.stderr.isatty()
     with tqdm(total=count_probes(cfg, plans), unit="probe", disable=not show, dynamic_ncols=True) as bar:
         for plan in plans:
-            _model_rows(plan, cfg, table)
+            if output.todo(plan.run_id, vocab.ANSWER_SITE, (0,)):
+                table = TableBuilder()
+                _model_rows(plan, cfg, table)
+                output.add(table.frame())
             for site in plan.sites:
-                per_layer = 10 * plan.store.n_samples * site.hidden  # raw slab + fp32 parts + bf16 copy
-                for layers in layer_chunks(site.layers, per_layer, cfg.max_memory // 2):
-                    bar.set_description(f"{plan.path.name} {site.name} layers {layers[0]}-{layers[-1]}")
-                    x_lnd = plan.store.read_slabs(site.name, list(layers))
-                    for split in plan.splits:
-                        features = prepare_features(x_lnd, plan.store.labels, split, cfg.device)
-                        job = _SlabProbes(cfg, plan, site, layers, split, features, table, lambda n: bar.update(n / len(plan.splits)))
-                        if vocab.LINEAR in cfg.kinds:
-                            job.linear()
-                        if vocab.MLP in cfg.kinds:
-                            job.mlp()
-                    del x_lnd
-    frame = table.frame()
-    if cfg.out is not None:
-        write_table(frame, cfg.out)
-    return frame
+                _site_groups(cfg, plan, site, output, bar)
+    return output.finish(SCHEMA)
 
 
-def write_table(frame: pl.DataFrame, out: Path) -> None:
-    """Write ``frame`` as parquet atomically (a temporary file, then a rename)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    frame.write_parquet(tmp)
-    os.replace(tmp, out)
+def _site_groups(cfg: SweepConfig, plan: StorePlan, site: SitePlan, output: SweepOutput, bar: Any) -> None:
+    """Every probe of one site, slab group by slab group; layers a resumed sweep holds are skipped."""
+    per_layer = 10 * plan.store.n_samples * site.hidden  # raw slab + fp32 parts + bf16 copy
+    for group in layer_chunks(site.layers, per_layer, cfg.max_memory // 2):
+        layers = output.todo(plan.run_id, site.name, group)
+        bar.update(probes_per_layer(cfg) * (len(group) - len(layers)))
+        if not layers:
+            continue
+        bar.set_description(f"{plan.path.name} {site.name} layers {layers[0]}-{layers[-1]}")
+        table = TableBuilder()
+        x_lnd = plan.store.read_slabs(site.name, list(layers))
+        for split in plan.splits:
+            features = prepare_features(x_lnd, plan.store.labels, split, cfg.device)
+            job = _SlabProbes(cfg, plan, site, layers, split, features, table, lambda n: bar.update(n / len(plan.splits)))
+            if vocab.LINEAR in cfg.kinds:
+                job.linear()
+            if vocab.MLP in cfg.kinds:
+                job.mlp()
+        del x_lnd
+        output.add(table.frame())
 
 
 def _identity(cfg: SweepConfig, plan: StorePlan, site: str, layer: int, layer_name: str, kind: str) -> dict[str, Any]:
