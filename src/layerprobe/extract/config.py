@@ -76,6 +76,11 @@ class ExtractConfig:
     """Samples per store chunk and commit block; None = the store's default."""
     progress: bool = True
     """Show a progress bar (only on a terminal)."""
+    allow_pickle: bool = False
+    """Also read pickled weights (``*.bin``) where a model or adapter folder has no safetensors;
+    unpickling can run code, so only for checkpoints from a source you trust."""
+    force_adapter: bool = False
+    """Apply ``adapter`` even when it records another base model or modules this model lacks."""
     torch_dtype: torch.dtype = field(init=False, repr=False, compare=False)
     """``dtype`` as the torch dtype the model runs in (set from ``dtype``, not given)."""
 
