@@ -133,7 +133,7 @@ def test_encode_batch_pads_on_the_left(tiny_checkpoint, tiny_images):
 def test_loading_errors_are_one_line_and_actionable(tiny_checkpoint, tmp_path):
     path = tiny_checkpoint("llava")
     cases = [
-        (lambda: load_model(tmp_path / "missing"), "not a checkpoint folder"),
+        (lambda: load_model(tmp_path / "missing"), "model folder .* does not exist"),  # issue 15 item 14: said so, not "not a checkpoint folder"
         (lambda: load_model(path, dtype="int8"), "dtype 'int8'"),
         (lambda: load_model(path, device="tpu:0"), "not a torch device"),
         (lambda: load_model(path, adapter=tmp_path), "not a peft adapter folder"),

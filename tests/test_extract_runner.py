@@ -182,7 +182,8 @@ def test_a_rerun_of_another_run_is_refused_before_loading_the_model(llava, image
 
     monkeypatch.setattr(loading, "load_model", no_loading)
     changes = {
-        "model_id": {"model": str(tiny_checkpoint("llava", seed=1))},
+        # a local model is identified by its content hash (issue 15 item 10), hashed before the load
+        "model_hash": {"model": str(tiny_checkpoint("llava", seed=1))},
         "adapter": {"adapter": str(tmp_path / "some-lora")},
         "manifest_sha256": {"dataset": str(make_images(tmp_path / "pets", n_per_class=4))},
         "candidates": {"candidates": {"cat": "kitty", "dog": "doggy"}},

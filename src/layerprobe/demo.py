@@ -107,6 +107,16 @@ class DemoResult:
 
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     """Build, extract, probe, score and report (see the module docstring)."""
+
+    from layerprobe.extract.model.loading import loading_bars
+
+    # Our own bars say what is happening; transformers' per-checkpoint bars only add noise here
+    # (hidden for the demo only: the global setting is restored afterwards).
+    with loading_bars(False):
+        return _run(cfg, log)
+
+
+def _run(cfg: DemoConfig, log: Callable[[str], None]) -> DemoResult:
     from layerprobe.extract.config import ExtractConfig
     from layerprobe.extract.runner import run_extract
     from layerprobe.fhs.report import build_report
@@ -114,10 +124,6 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     from layerprobe.testing import build_tiny
     from layerprobe.testing.images import CANDIDATES, CLASS_NAMES, INSTRUCTION, make_dataset
 
-    from transformers.utils import logging as hf_logging
-
-    # Our own bars say what is happening; transformers' per-checkpoint bars only add noise here.
-    hf_logging.disable_progress_bar()
     out, paths = cfg.out, demo_paths(cfg)
     log(f"[1/5] synthetic ultrasound dataset: {cfg.n_per_class} images x {len(CLASS_NAMES)} classes -> {paths.data}")
     data = make_dataset(paths.data, n_per_class=cfg.n_per_class, size=cfg.image_size)

@@ -81,7 +81,8 @@ def _parse_candidates(ctx: click.Context, param: click.Parameter, value: str | N
 @click.option("--shard", callback=_parse_shard, metavar="K/N",
               help="Process only blocks k, k+n, k+2n, ... of the store; run n of these (any order, any machine) for one store. e.g. --shard 0/4")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Keep only the first N samples in order (a smaller store; another N needs another --out). e.g. --limit 64")
-@click.option("--skip-bad", is_flag=True, help="Record undecodable or missing images as skipped (shown by verify) instead of failing. e.g. --skip-bad")
+@click.option("--skip-bad", is_flag=True, help="Record undecodable or missing images as skipped, with the reason (listed by info and verify), instead of failing; "
+                   "a rerun extracts again those that now decode. e.g. --skip-bad")
 @click.option("--dicom-frame", metavar="first|middle|N",
               help="Frame of multi-frame DICOM files to use: first, middle or a 0-based index N (negative from the end); "
                    "without it such files are refused by name. Recorded in the store. e.g. --dicom-frame middle")
@@ -91,10 +92,16 @@ def _parse_candidates(ctx: click.Context, param: click.Parameter, value: str | N
 @click.option("--chunk-samples", type=click.IntRange(min=1), metavar="N",
               help="Samples per store chunk and commit block (default: the store's). e.g. --chunk-samples 256")
 @click.option("--json", "as_json", is_flag=True, help="Print a one-line JSON summary on stdout instead of text. e.g. --json")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar (it is hidden anyway when stderr is not a terminal). e.g. --no-progress")
+@click.option("--no-progress", is_flag=True,
+              help="Hide the progress bars, the model-loading ones included (hidden anyway when stderr is not a terminal). e.g. --no-progress")
+@click.option("--allow-pickle", is_flag=True,
+              help="Also read pickled weights (*.bin) of a model or adapter without safetensors; unpickling can run code, so only "
+                   "for a trusted source. e.g. --allow-pickle")
+@click.option("--force-adapter", is_flag=True,
+              help="Apply --adapter even though it records another base model or modules this model lacks. e.g. --force-adapter")
 def extract(model, revision, adapter, trust_remote_code, site_spec, vision_layers, connector, llm_layers, dataset, prompt,
             candidates, out, batch_size, workers, prefetch, dtype, device, shard, limit, skip_bad, dicom_frame, allow_duplicate_images,
-            chunk_samples, as_json, no_progress):
+            chunk_samples, as_json, no_progress, allow_pickle, force_adapter):
     """Run a multimodal LLM once over a labelled image set and store every site's pooled activations.
 
     \b
@@ -124,7 +131,7 @@ def extract(model, revision, adapter, trust_remote_code, site_spec, vision_layer
         site_spec=given or site_spec, prompt=prompt, candidates=candidates, batch_size=batch_size, num_workers=workers,
         prefetch=prefetch, dtype=dtype, device=device, shard=shard, limit=limit, skip_bad=skip_bad,
         chunk_samples=chunk_samples, progress=not no_progress, allow_duplicate_images=allow_duplicate_images,
-        dicom_frame=dicom_frame,
+        dicom_frame=dicom_frame, allow_pickle=allow_pickle, force_adapter=force_adapter,
     )
     started = time.perf_counter()
     path = run_extract(cfg)

@@ -16,7 +16,7 @@ import click
 @click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def info(store: str, as_json: bool) -> None:
-    """Show a store's run metadata, sites, sample counts per split and class, and completeness.
+    """Show a store's run metadata, sites, sample counts per split and class, completeness, and skipped samples with their reasons.
 
     \b
     Example:
@@ -35,7 +35,8 @@ def info(store: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar (only on a terminal).")
 def verify(store: str, as_json: bool, progress: bool) -> None:
-    """Check a store: schema, completeness, chunk checksums (XXH3-64) against commit records, NaN/Inf per site and layer.
+    """Check a store: schema, completeness, chunk checksums (XXH3-64) against commit records, NaN/Inf per site and layer;
+    lists the skipped samples and why.
 
     Exits 1 when a problem is found (an incomplete store alone is not a problem).
 
@@ -56,6 +57,10 @@ def verify(store: str, as_json: bool, progress: bool) -> None:
         click.echo(f"NaN/Inf in valid rows: {'none' if not bad else f'{len(bad)} (site, layer) pairs'}")
         for c in bad:
             click.echo(f"  {c.site} layer {c.layer} ({c.layer_name or '-'}): {c.n_nan} NaN, {c.n_inf} Inf")
+        from layerprobe.store.summary import skipped_lines
+
+        for line in skipped_lines(report.skipped_samples, "skipped:"):
+            click.echo(line)
         for p in report.problems:
             click.echo(f"problem: {p}")
         click.echo("ok" if report.ok else f"FAILED: {len(report.problems)} problem(s)")

@@ -85,6 +85,11 @@ class ExtractConfig:
     """Frame of a multi-frame DICOM to use: ``"first"``, ``"middle"`` or a 0-based index (negative
     from the end); text such as ``"3"`` is parsed here. None refuses multi-frame files naming them.
     Recorded in ``RunMeta.extra`` when set."""
+    allow_pickle: bool = False
+    """Also read pickled weights (``*.bin``) where a model or adapter folder has no safetensors;
+    unpickling can run code, so only for checkpoints from a source you trust."""
+    force_adapter: bool = False
+    """Apply ``adapter`` even when it records another base model or modules this model lacks."""
     torch_dtype: torch.dtype = field(init=False, repr=False, compare=False)
     """``dtype`` as the torch dtype the model runs in (set from ``dtype``, not given)."""
 

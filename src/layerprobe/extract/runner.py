@@ -17,7 +17,11 @@ Choices:
   device and dtype; a batch's make-up changes bf16 results slightly).
 - Workers report a bad image as data, not as an exception (a worker's exception would surface as a
   multi-line wrapper). Without ``skip_bad`` the main thread raises it as a one-line ExtractError;
-  with it the sample is left out of the forward, its rows are zeros and ``skipped`` is set.
+  with it the sample is left out of the forward, its rows are zeros, ``skipped`` is set and the
+  message is kept as its reason (in the block's commit record; ``info``/``verify`` list them). A
+  rerun extracts again the committed blocks whose skipped images now decode (``resume.py``).
+- The writer holds the store's advisory lock (per shard with ``shard``) for the whole run: a second
+  process on the same store (or shard) stops at once, naming the pid of the first.
 - A writer-thread error is re-raised in the main thread at the next batch; nothing more is written
   after it, and the store's context manager sees the error, so a block is never committed short.
 - The first Ctrl-C stops after the batch in flight: queued batches are written, complete blocks
@@ -44,6 +48,9 @@ from layerprobe.extract.data.datasets import resolve_dataset
 from layerprobe.extract.data.manifest import Manifest
 from layerprobe.extract.data.images import read_image
 from layerprobe.extract.data.preflight import check_images
+from layerprobe.extract.resume import blocks_to_reextract, check_loaded, refuse_other_run
+
+_check_loaded = check_loaded  # the name tests/test_extract_run_identity.py imports
 
 if TYPE_CHECKING:
     import torch
@@ -68,6 +75,8 @@ class LoadedBatch(NamedTuple):
     """SHA-256 of each sample's file; ``""`` where it could not be read."""
     error: str | None
     """The first bad image's one-line message, or None."""
+    errors: tuple[str, ...] = ()
+    """Each sample's one-line message ("" where it decoded): the skip reasons the store keeps."""
 
 
 def batch_ranges(blocks: Sequence[tuple[int, int]], batch_size: int) -> list[tuple[int, int]]:
@@ -103,7 +112,8 @@ class _Collate:
         kept = tuple(pos for pos, item in enumerate(items) if item[1] is not None)
         error = next((item[3] for item in items if item[3] is not None), None)
         inputs = self.make_inputs([items[pos][1] for pos in kept]) if kept else None
-        return LoadedBatch(items[0][0], items[-1][0] + 1, inputs, kept, tuple(item[2] for item in items), error)
+        errors = tuple(item[3] or "" for item in items)
+        return LoadedBatch(items[0][0], items[-1][0] + 1, inputs, kept, tuple(item[2] for item in items), error, errors)
 
 
 def _worker_init(_: int) -> None:
@@ -259,7 +269,7 @@ def _capture(capturer, batch: LoadedBatch, n_candidates: int) -> tuple:
     else:
         result = capturer.run(batch.inputs)
         acts, logits_nc = _rows_with_skips(batch.kept, n, result.acts, result.answer_logits)
-    return batch.start, acts, logits_nc.numpy(), list(batch.sha256), skipped_n
+    return batch.start, acts, logits_nc.numpy(), list(batch.sha256), skipped_n, list(batch.errors) or [""] * n
 
 
 def _stream(loader, capturer, write: Callable[..., None], cfg: ExtractConfig, n_candidates: int, bar) -> bool:
@@ -286,32 +296,9 @@ def _stream(loader, capturer, write: Callable[..., None], cfg: ExtractConfig, n_
         return stop.requested
 
 
-def _check_loaded(loaded: LoadedModel, cfg: ExtractConfig) -> None:
-    from layerprobe.store.identity import first_difference
-
-    wanted = {"model_id": str(cfg.model), "adapter": None if cfg.adapter is None else str(cfg.adapter),
-              "compute_dtype": cfg.dtype, "model_revision": cfg.revision}
-    diff = first_difference({name: getattr(loaded, name) for name in wanted}, wanted)
-    if diff is not None:
-        raise ExtractError(f"the loaded model has {diff.field}={diff.have!r} but the config asks for {diff.want!r}; load the model the config names")
-
-
-def _refuse_other_run(cfg: ExtractConfig, manifest: Manifest, candidates: Sequence[str]) -> None:
-    """Refuse a rerun into a store made for another run before the model is loaded (minutes, for a real one).
-
-    Only what is known without the model is compared here; ``StoreWriter.open`` checks every field
-    (model hash, prompt template, token ids, sites) once the model is loaded.
-    """
-    if not (cfg.out / "zarr.json").exists():
-        return
-    from layerprobe.store import open_store
-    from layerprobe.store.identity import check_same_run
-
-    check_same_run(open_store(cfg.out), {
-        "model_id": str(cfg.model), "adapter": None if cfg.adapter is None else str(cfg.adapter),
-        "dataset_name": manifest.name, "manifest_sha256": manifest.sha256, "candidates": list(candidates),
-        "class_names": list(manifest.class_names), "compute_dtype": cfg.dtype,
-    })
+def _write(writer, start, acts, logits_nc, sha256, skipped_n, reasons) -> None:
+    # No copy: every batch's activations are fresh tensors (one capture buffer set per batch).
+    writer.write(start, acts, logits_nc, sha256, skipped_n, copy=False, skip_reasons=reasons)
 
 
 def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Path:
@@ -330,7 +317,7 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
     from layerprobe.extract.data.candidates import match_candidates
     from layerprobe.extract.model.loading import load_model
     from layerprobe.extract.model.prompt import candidate_token_ids, encode_batch, render_prompt
-    from layerprobe.store import RunMeta, StoreWriter
+    from layerprobe.store import RunMeta, StoreWriter, open_store
 
     manifest = _manifest(cfg)
     if cfg.candidates is not None:
@@ -338,13 +325,14 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
     else:
         candidates = manifest.candidates or manifest.class_names
     instruction = cfg.prompt or manifest.instruction or default_instruction(candidates)
-    _refuse_other_run(cfg, manifest, candidates)
+    refuse_other_run(cfg, manifest, candidates)
     data_extra = check_images(manifest, allow_duplicate_images=cfg.allow_duplicate_images, dicom_frame=cfg.dicom_frame)
     if loaded is None:
         loaded = load_model(cfg.model, dtype=cfg.torch_dtype, device=cfg.device, adapter=cfg.adapter,
-                            trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
+                            trust_remote_code=cfg.trust_remote_code, revision=cfg.revision, allow_pickle=cfg.allow_pickle,
+                            force_adapter=cfg.force_adapter, progress=cfg.progress)
     else:
-        _check_loaded(loaded, cfg)
+        check_loaded(loaded, cfg)
     adapter = get_adapter(loaded, site_spec=cfg.site_spec)
     token_ids = candidate_token_ids(loaded.processor, candidates)
     prompt = render_prompt(loaded.processor, instruction, plain_prompt=adapter.plain_prompt)
@@ -357,7 +345,8 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
         compute_dtype=cfg.dtype, extra={"instruction": instruction, "batch_size": cfg.batch_size, "device": loaded.device, **data_extra},
     )
     samples = manifest.sample_info()
-    with StoreWriter.open(cfg.out, meta, capturer.site_specs(), samples, chunk_samples=cfg.chunk_samples) as writer:
+    with StoreWriter.open(cfg.out, meta, capturer.site_specs(), samples, chunk_samples=cfg.chunk_samples, lock=cfg.shard) as writer:
+        writer.reopen(blocks_to_reextract(open_store(cfg.out), manifest, cfg.shard, cfg.skip_bad))
         batches = batch_ranges(writer.pending_blocks(shard=cfg.shard), cfg.batch_size)
         if not batches:  # complete already (or this shard is): nothing to load
             return cfg.out
@@ -366,8 +355,7 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
         bar = tqdm(total=sum(e - s for s, e in batches), unit="img", desc=cfg.out.name, dynamic_ncols=True,
                    disable=not cfg.progress or not sys.stderr.isatty())
         with bar:
-            # No copy: every batch's activations are fresh tensors (one capture buffer set per batch).
-            stopped = _stream(loader, capturer, partial(writer.write, copy=False), cfg, len(candidates), bar)
+            stopped = _stream(loader, capturer, partial(_write, writer), cfg, len(candidates), bar)
     if stopped:
         raise KeyboardInterrupt
     return cfg.out

@@ -19,12 +19,15 @@ Choices:
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from layerprobe.store.layout import StorePlan
+
+SKIP_REASONS = "skip_reasons"
+"""Key of a batch's per-sample skip reasons (a list of str, "" where none); not an array of the store."""
 
 
 @dataclass
@@ -43,6 +46,8 @@ class Block:
     """The reusable whole-block arrays: one per per-sample array and, when writes copy, one per site."""
     filled: np.ndarray
     """bool ``(stop - start,)``: rows written so far."""
+    skip_reasons: dict[int, str] = field(default_factory=dict)
+    """sample index -> why it was skipped, for the skipped samples whose writer gave a reason."""
 
     @property
     def n_rows(self) -> int:
@@ -83,6 +88,9 @@ class BlockAssembler:
                     block.buffers[a.path][:, rows] = src[:, src_rows]
                 else:
                     block.pieces[a.path].append((rows.start, src[:, src_rows].copy() if copy else src[:, src_rows]))
+            reasons = batch.get(SKIP_REASONS)
+            if reasons:
+                block.skip_reasons.update({i: reasons[i - start] for i in range(lo, hi) if reasons[i - start]})
             block.filled[rows] = True
             if block.filled.all():
                 del self.open[b]

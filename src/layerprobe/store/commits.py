@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,9 @@ class CommitRecord:
     checksums: dict[str, tuple[str, ...]]
     """array path -> checksum of each chunk of this block (one per layer for sites, else one)."""
     written_at: str
+    skip_reasons: dict[int, str] = field(default_factory=dict)
+    """sample index -> why that sample was skipped (``--skip-bad``); stored as ``"skipped"`` only when
+    not empty, so records of blocks without reasons keep their schema-2 bytes."""
 
 
 class CommitProgress:
@@ -69,6 +72,8 @@ def write_commit(root: Path, record: CommitRecord, *, durable: bool) -> None:
         "chunks": {k: list(v) for k, v in record.checksums.items()},
         "written_at": record.written_at,
     }
+    if record.skip_reasons:
+        body["skipped"] = {str(i): record.skip_reasons[i] for i in sorted(record.skip_reasons)}
     path = commit_path(root, record.start, record.stop)
     chunkio.atomic_write(path, json.dumps(body, indent=1).encode(), fsync=durable)
     if durable:
@@ -129,4 +134,23 @@ def _read_record(root: Path, plan: StorePlan, start: int, stop: int) -> tuple[Co
         return None, f"{where} cannot be read ({type(err).__name__}); the block counts as not committed"
     if not ok or {k: len(v) for k, v in sums.items()} != expected_chunk_counts(plan):
         return None, f"{where} does not list the chunks this block must have; the block counts as not committed"
-    return CommitRecord(block, start, stop, sums, str(body.get("written_at", ""))), None
+    return CommitRecord(block, start, stop, sums, str(body.get("written_at", "")), _skip_reasons(body, start, stop)), None
+
+
+def _skip_reasons(body: dict[str, Any], start: int, stop: int) -> dict[int, str]:
+    """The record's skip reasons; a malformed entry is dropped (reasons are information, not data)."""
+    found = body.get("skipped")
+    if not isinstance(found, dict):
+        return {}
+    out = {}
+    for key, reason in found.items():
+        if isinstance(key, str) and key.isdigit() and start <= int(key) < stop and isinstance(reason, str):
+            out[int(key)] = reason
+    return out
+
+
+def remove_commit(root: Path, plan: StorePlan, block: int, *, durable: bool) -> None:
+    """Un-commit a block (its record removed): readers and writers then treat it as pending."""
+    commit_path(root, *plan.block_range(block)).unlink(missing_ok=True)
+    if durable:
+        chunkio.fsync_path(root / COMMITS_DIR)

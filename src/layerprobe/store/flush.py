@@ -55,7 +55,7 @@ class BlockFlusher:
             digests = chunkio.on_two_threads(lambda job: self._write_chunk(block, *job), jobs)
             sum_of = {(a.path, layer): digest for (a, layer), digest in zip(jobs, digests)}
             sums = {a.path: tuple(sum_of[a.path, layer] for layer in range(a.n_layers)) for a in arrays}
-            record = CommitRecord(block.index, block.start, block.stop, sums, now())
+            record = CommitRecord(block.index, block.start, block.stop, sums, now(), dict(block.skip_reasons))
             write_commit(self.path, record, durable=self.durable)
         except OSError as err:
             raise StoreError(

@@ -38,16 +38,20 @@ class Difference(NamedTuple):
 def first_difference(have: Mapping[str, Any], want: Mapping[str, Any]) -> Difference | None:
     """The first identity field (in stored order) that ``want`` names and ``have`` holds differently, else None.
 
-    Values are compared as JSON (tuples equal lists); a field ``have`` lacks counts as None. ``want``
+    Values are compared as JSON (tuples equal lists), or by the field's own ``same`` rule where it
+    has one (a local model is identified by its hash, not its path: ``schema.same_source``); a
+    field ``have`` lacks counts as None. ``want``
     may name stored fields only (the free ones are not compared), so a misspelt name fails here
     instead of being silently skipped.
     """
     unknown = sorted(set(want) - {f.name for f in stored_fields()})
     if unknown:
         raise ValueError(f"{unknown} are not stored run fields; the identity fields are {list(identity_fields())}")
-    for name in identity_fields():
-        if name in want and _canonical(have.get(name)) != _canonical(want[name]):
-            return Difference(name, have.get(name), want[name])
+    for f in stored_fields():
+        if not f.identity or f.name not in want or _canonical(have.get(f.name)) == _canonical(want[f.name]):
+            continue
+        if f.same is None or not f.same(json.loads(_canonical(have.get(f.name))), json.loads(_canonical(want[f.name]))):
+            return Difference(f.name, have.get(f.name), want[f.name])
     return None
 
 

@@ -136,6 +136,15 @@ class Store:
         """Rows that hold activations: committed and not skipped."""
         return self.committed & ~self.skipped
 
+    @property
+    def skip_reasons(self) -> dict[int, str]:
+        """Committed skipped samples -> why each was skipped, from the commit records ("" where none was recorded)."""
+        out = {}
+        for i in np.flatnonzero(self.committed & self.skipped):
+            record = self.commits[int(i) // self.plan.chunk_samples]
+            out[int(i)] = record.skip_reasons.get(int(i), "")
+        return out
+
     def samples_match_manifest(self) -> bool:
         """Whether the stored ids, labels, splits and class names still give ``meta.manifest_sha256``."""
         return manifest_digest(self.ids, self.labels, self.splits, self.class_names) == self.meta.manifest_sha256

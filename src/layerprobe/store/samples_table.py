@@ -1,6 +1,8 @@
 """The samples table: ``samples.parquet``, a convenience copy of the per-sample columns.
 
-It is written once, when the last block is committed, atomically, and never changes after. The
+It is written once, when the last block is committed, atomically, and never changes after, except
+that reopening blocks (``StoreWriter.reopen``: skipped images that now decode) removes it first;
+it is written again once every block is committed again. The
 columns come from the writer's own state where it can: it keeps the digests and skip flags of
 every committed block (read at open, then updated as it commits), so the writer that commits the
 last block needs no read of the store. When other shard processes committed some blocks, their

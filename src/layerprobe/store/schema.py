@@ -47,20 +47,37 @@ _VERSIONED_PACKAGES = ("layerprobe", "numpy", "zarr", "torch", "transformers", "
 _IDENTITY = "layerprobe_identity"
 _TO_JSON = "layerprobe_to_json"
 _FROM_JSON = "layerprobe_from_json"
+_SAME = "layerprobe_same"
 
 
-def identity_field(to_json: Callable[[Any], Any] | None = None, from_json: Callable[[Any], Any] | None = None, **kwargs: Any) -> Any:
+def identity_field(to_json: Callable[[Any], Any] | None = None, from_json: Callable[[Any], Any] | None = None,
+                   same: Callable[[Any, Any], bool] | None = None, **kwargs: Any) -> Any:
     """A dataclass field that decides run identity: a store whose value differs belongs to another run.
 
     ``to_json``/``from_json`` convert the stored value when tuples-as-lists is not enough;
-    ``kwargs`` go to ``dataclasses.field``.
+    ``same(stored, new)`` (JSON values) says when two different values still name one run (None:
+    only equal values do); ``kwargs`` go to ``dataclasses.field``.
     """
-    return field(metadata={_IDENTITY: True, _TO_JSON: to_json, _FROM_JSON: from_json}, **kwargs)
+    return field(metadata={_IDENTITY: True, _TO_JSON: to_json, _FROM_JSON: from_json, _SAME: same}, **kwargs)
 
 
 def free_field(to_json: Callable[[Any], Any] | None = None, from_json: Callable[[Any], Any] | None = None, **kwargs: Any) -> Any:
     """A stored dataclass field that may differ between sessions of one run (notes, versions, clock)."""
-    return field(metadata={_IDENTITY: False, _TO_JSON: to_json, _FROM_JSON: from_json}, **kwargs)
+    return field(metadata={_IDENTITY: False, _TO_JSON: to_json, _FROM_JSON: from_json, _SAME: None}, **kwargs)
+
+
+def same_source(stored: Any, new: Any) -> bool:
+    """Whether two recorded model (or adapter) sources name one run, the hash field after them aside.
+
+    A local folder is recorded as an absolute path (``layerprobe.extract.model.loading.source_id``)
+    and identified by its content hash, the next identity field: the same folder typed another way,
+    or moved, is the same run, and another folder differs in its hash. Hub ids (never absolute
+    paths) are compared as they are. Stores made before this rule recorded a folder as typed, which
+    a new run's absolute path still matches.
+    """
+    if stored == new:
+        return True
+    return isinstance(stored, str) and isinstance(new, str) and (stored.startswith("/") or new.startswith("/"))
 
 
 @dataclass(frozen=True)
@@ -95,16 +112,17 @@ class SiteSpec:
 class RunMeta:
     """What the run was: model, adapter, dataset, prompt and answers. Stored in the root attributes."""
 
-    model_id: str = identity_field()
-    """Hub id or local path of the model, as the user gave it."""
+    model_id: str = identity_field(same=same_source)
+    """Hub id of the model, or its local folder's absolute path; a local model is identified by
+    ``model_hash``, its path is information (see :func:`same_source`)."""
     model_revision: str | None = identity_field()
     """Hub revision (commit) if known, else None."""
     model_hash: str = identity_field()
     """SHA-256 over the weight files' names and bytes."""
     model_type: str = identity_field()
     """The HF ``config.model_type`` (selects the family adapter)."""
-    adapter: str | None = identity_field()
-    """peft adapter path or id, or None for the base model."""
+    adapter: str | None = identity_field(same=same_source)
+    """peft adapter folder (absolute path), or None for the base model; identified by ``adapter_hash``."""
     adapter_hash: str | None = identity_field()
     """SHA-256 of the adapter weights, or None."""
     dataset_name: str = identity_field()
@@ -297,6 +315,8 @@ class StoredField(NamedTuple):
     """Turns the field's value into what the JSON holds (tuples become lists unless the field says otherwise)."""
     from_json: Callable[[Any], Any] | None
     """Turns the stored value into what the dataclass takes; None: taken as stored."""
+    same: Callable[[Any, Any], bool] | None
+    """``same(stored, new)``: different JSON values that still name one run (None: equal values only)."""
 
 
 @cache
@@ -357,7 +377,8 @@ def _from_attrs(attrs: dict[str, Any], *, of_run: bool) -> dict[str, Any]:
 
 def _stored(f: Field[Any], *, of_run: bool) -> StoredField:
     # Every stored field says whether it decides identity: a KeyError here is a field added without identity_field()/free_field().
-    return StoredField(f.name, of_run, f.metadata[_IDENTITY], f.metadata[_TO_JSON] or _tuples_as_lists, f.metadata[_FROM_JSON])
+    return StoredField(f.name, of_run, f.metadata[_IDENTITY], f.metadata[_TO_JSON] or _tuples_as_lists, f.metadata[_FROM_JSON],
+                       f.metadata[_SAME])
 
 
 def _tuples_as_lists(value: Any) -> Any:

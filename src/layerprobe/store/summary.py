@@ -40,6 +40,8 @@ class StoreSummary(CommitProgress):
     n_blocks_committed: int
     has_samples_parquet: bool
     warnings: tuple[str, ...]
+    skipped_samples: tuple[tuple[str, str], ...] = ()
+    """(id, reason) of each committed skipped sample (``--skip-bad``); reason "" where none was recorded."""
 
     def to_text(self) -> str:
         m = self.metadata
@@ -69,8 +71,26 @@ class StoreSummary(CommitProgress):
             total = f"{sum(s.n_valid_per_class)}/{sum(s.n_per_class)}"
             lines.append("  " + (s.split or "(none)").ljust(7) + "".join(c.rjust(width + 1) for c in cells) + total.rjust(width + 1))
         lines.append(f"files      samples.parquet {'present' if self.has_samples_parquet else 'absent (written when complete)'}")
+        lines += skipped_lines(self.skipped_samples, "skipped   ")
         lines += [f"warning    {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+SHOWN_SKIPS = 20
+"""Skipped samples listed in text output (JSON lists them all)."""
+
+
+def skipped_lines(skipped: tuple[tuple[str, str], ...], label: str) -> list[str]:
+    """One line per skipped sample (the first ``SHOWN_SKIPS``), then how many more there are."""
+    lines = [f"{label} {sample_id}: {reason or '(no reason recorded)'}" for sample_id, reason in skipped[:SHOWN_SKIPS]]
+    if len(skipped) > SHOWN_SKIPS:
+        lines.append(f"{label} ... and {len(skipped) - SHOWN_SKIPS} more (--json lists them all)")
+    return lines
+
+
+def skipped_samples(store: Store) -> tuple[tuple[str, str], ...]:
+    """(id, reason) of each committed skipped sample, in sample order."""
+    return tuple((store.ids[i], reason) for i, reason in sorted(store.skip_reasons.items()))
 
 
 def summarize(store: Store) -> StoreSummary:
@@ -94,4 +114,5 @@ def summarize(store: Store) -> StoreSummary:
         n_committed=int(store.committed.sum()), n_skipped=int((store.committed & store.skipped).sum()),
         n_blocks=store.plan.n_blocks, n_blocks_committed=len(store.commits),
         has_samples_parquet=(store.path / SAMPLES_PARQUET).exists(), warnings=store.commit_problems,
+        skipped_samples=skipped_samples(store),
     )

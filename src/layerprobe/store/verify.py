@@ -18,6 +18,7 @@ from layerprobe.errors import StoreError
 from layerprobe.store import bf16, chunkio
 from layerprobe.store.commits import CommitProgress
 from layerprobe.store.reader import SAMPLES_CHANGED, Store, open_store
+from layerprobe.store.summary import skipped_samples
 from layerprobe.vocab import ANSWER_SITE, STORED_SPLITS
 
 
@@ -48,6 +49,8 @@ class VerifyReport(CommitProgress):
     n_blocks_committed: int
     nonfinite: tuple[NonFiniteCount, ...]
     """One entry per (site, layer), then one for ``answer_logits`` (layer 0)."""
+    skipped_samples: tuple[tuple[str, str], ...] = ()
+    """(id, reason) of each committed skipped sample; reason "" where none was recorded."""
 
 
 def verify(path: str | Path, *, progress: bool = True) -> VerifyReport:
@@ -76,6 +79,7 @@ def verify(path: str | Path, *, progress: bool = True) -> VerifyReport:
         path=str(store.path), ok=not problems, problems=tuple(problems), n_samples=store.n_samples,
         n_committed=int(store.committed.sum()), n_skipped=int((store.committed & store.skipped).sum()),
         n_blocks=store.plan.n_blocks, n_blocks_committed=len(blocks), nonfinite=tuple(nonfinite),
+        skipped_samples=skipped_samples(store),
     )
 
 

@@ -43,13 +43,14 @@ import numpy as np
 
 from layerprobe.errors import StoreError
 from layerprobe.store import bf16
-from layerprobe.store.blocks import Block, BlockAssembler
-from layerprobe.store.commits import read_commit, read_commits
+from layerprobe.store.blocks import SKIP_REASONS, Block, BlockAssembler
+from layerprobe.store.commits import read_commit, read_commits, remove_commit
 from layerprobe.store.create import create_store
 from layerprobe.store.flush import BlockFlusher
 from layerprobe.store.identity import check_resume
 from layerprobe.store.layout import CODECS, default_chunk_samples, digests_from_hex, plan_store
-from layerprobe.store.reader import Store, open_store
+from layerprobe.store.lock import StoreLock
+from layerprobe.store.reader import SAMPLES_PARQUET, Store, open_store
 from layerprobe.store.samples_table import CommittedSamples
 from layerprobe.store.schema import RunMeta, SampleInfo, SiteSpec, new_header
 from layerprobe.vocab import ANSWER_SITE
@@ -60,8 +61,9 @@ _SHA256 = re.compile(r"^([0-9a-f]{64})?$")
 class StoreWriter:
     """Create or resume a store and write blocks of samples into it (see the module docstring)."""
 
-    def __init__(self, opened: Store, durable: bool) -> None:
+    def __init__(self, opened: Store, durable: bool, lock: StoreLock | None = None) -> None:
         self.path = opened.path
+        self._lock = lock
         self.header = opened.header
         self.plan = opened.plan
         self.durable = durable
@@ -83,11 +85,14 @@ class StoreWriter:
         *,
         codec: str | None = None,
         durable: bool = False,
+        lock: tuple[int, int] | None = None,
     ) -> StoreWriter:
         """Create the store at ``path``, or resume it when it exists with the same run metadata.
 
         ``chunk_samples`` and ``codec`` (``"none"`` default, or ``"zstd"``) apply when creating;
         ``None`` on resume means "as stored". Safe to call from several shard processes at once.
+        ``lock=(k, n)`` takes the advisory write lock of shard ``k/n`` (``(0, 1)``: the whole store)
+        until :meth:`close`, refusing to open while another process holds it (``lock.py``).
         """
         root = Path(path)
         site_list = tuple(sites.values()) if isinstance(sites, Mapping) else tuple(sites)
@@ -104,7 +109,14 @@ class StoreWriter:
             create_store(root, header, plan_store(header, codec or "none"), samples)
         store = open_store(root)
         check_resume(store, meta, site_list, samples, chunk_samples, codec)
-        writer = cls(store, durable)
+        held = StoreLock(root, lock) if lock is not None else None
+        try:
+            if held is not None:
+                store = open_store(root)  # what a writer that held the lock before us committed
+        except BaseException:
+            held.release()
+            raise
+        writer = cls(store, durable, held)
         try:
             writer._flusher.open_shards()
         except StoreError:
@@ -162,11 +174,14 @@ class StoreWriter:
         skipped: Any,
         *,
         copy: bool = True,
+        skip_reasons: Sequence[str] | None = None,
     ) -> None:
         """Buffer samples ``[start, start + B)``; every block they complete is written and committed.
 
         ``acts[site]`` is ``(n_layers, B, hidden)`` bf16 (tensor or uint16 bits), ``answer_logits``
-        ``(B, n_candidates)`` float32, ``sha256`` B hex digests, ``skipped`` ``(B,)`` bool.
+        ``(B, n_candidates)`` float32, ``sha256`` B hex digests, ``skipped`` ``(B,)`` bool;
+        ``skip_reasons``: B strings, why each skipped sample was skipped ("" for the others), kept in
+        the block's commit record for ``info``/``verify``.
         ``copy=False`` skips copying the activations: the writer keeps references to them and
         writes them straight to the files when their block is complete, so the caller must not
         change them in place afterwards (give each batch fresh arrays, as the extractor does).
@@ -176,6 +191,8 @@ class StoreWriter:
         if self._failed:
             raise StoreError(f"the writer of {self.path} stopped after an error ({self._failed}); open a new StoreWriter to resume")
         batch, start, n = self._check_batch(start, acts, answer_logits, sha256, skipped)
+        if skip_reasons is not None:
+            batch[SKIP_REASONS] = _check_reasons(skip_reasons, batch["samples/skipped"], f"batch [{start}, {start + n})")
         stop = start + n
         for b in self.plan.blocks_between(start, stop):
             b_start, b_stop = self.plan.block_range(b)
@@ -190,6 +207,23 @@ class StoreWriter:
         for block in self._blocks.fill(batch, start, stop, copy):
             self._flush(block)
 
+    def reopen(self, blocks: Sequence[int]) -> None:
+        """Un-commit committed ``blocks`` so they are written again (a resumed run re-extracts them).
+
+        ``samples.parquet`` goes first (it would describe the old rows), then each block's commit
+        record: a crash in between leaves the blocks committed or pending, never half-described,
+        and the parquet file is written again once every block is committed.
+        """
+        for b in blocks:
+            if b not in self._committed:
+                raise StoreError(f"block {b} of {self.path} is not committed by this writer's store; only committed blocks can be reopened")
+        if not blocks:
+            return
+        (self.path / SAMPLES_PARQUET).unlink(missing_ok=True)
+        for b in blocks:
+            remove_commit(self.path, self.plan, b, durable=self.durable)
+            self._committed.discard(b)
+
     def close(self) -> None:
         """Release the files; blocks still partly filled are dropped (they stay pending)."""
         if self._closed:
@@ -197,6 +231,8 @@ class StoreWriter:
         self._closed = True
         self._flusher.close()
         self._blocks.clear()
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -259,6 +295,15 @@ class StoreWriter:
                 raise StoreError(f"{where}: acts[{name!r}] has shape {tuple(bits.shape)}, expected (layers, batch, hidden) = {want}")
             batch[a.path] = np.ascontiguousarray(bits)  # each layer's rows must be one buffer for pwritev
         return batch, start, n
+
+
+def _check_reasons(reasons: Any, skipped: np.ndarray, where: str) -> list[str]:
+    if isinstance(reasons, str) or not isinstance(reasons, Sequence) or len(reasons) != len(skipped):
+        raise StoreError(f"{where}: skip_reasons must be a list of {len(skipped)} strings, one per sample")
+    out = [str(r) for r in reasons]
+    if any(r and not s for r, s in zip(out, skipped)):
+        raise StoreError(f"{where}: skip_reasons gives a reason for a sample that is not skipped; give '' for those")
+    return out
 
 
 def _check_inputs(meta: Any, sites: tuple[Any, ...], samples: Any, chunk_samples: Any, codec: Any) -> None:

@@ -7,11 +7,14 @@ Design choices:
 - One path for everyone: a hub id is first resolved to its local snapshot folder (the hub cache,
   downloading if allowed), then loaded from that folder exactly like a local checkpoint, so the
   hash is taken over the very files that were loaded.
-- ``model_hash`` = SHA-256 over the weight files' names and bytes (sorted by name; each name is
-  followed by a NUL and the file's bytes). It is computed once per process per (folder, sizes,
-  mtimes) and cached, since hashing a 7B checkpoint takes tens of seconds.
-- safetensors only by default (no pickle is unpickled unless ``use_safetensors=False``);
-  ``trust_remote_code`` is off unless asked for.
+- ``model_hash`` = SHA-256 over the weight files' names and bytes (:mod:`.weights`, cached per
+  process). A local folder is recorded as its absolute path (:func:`source_id`), as information:
+  the store identifies a local model by this hash, so the same folder typed another way, or moved,
+  resumes the same run.
+- safetensors only by default; a folder with only pickled weights is refused unless
+  ``allow_pickle`` (``--allow-pickle``); a truncated ``.safetensors`` (an interrupted download) is a
+  one-line error naming the file. ``trust_remote_code`` is off unless asked for.
+- A string that reads as a path but is no folder is reported as a missing folder, not sent to the hub.
 - ``dtype`` and ``device`` are torch values, parsed once by whoever read them as text (the run's
   config); a string is still taken from direct Python callers and parsed by the same one parser
   (:func:`~.dtypes.compute_dtype`, :func:`layerprobe.devices.parse_device`).
@@ -20,15 +23,18 @@ Design choices:
 - A peft LoRA adapter is loaded unmerged (merging in bf16 shifts outputs by ~2e-2); the injected
   LoRA layers live inside the base model, so ``LoadedModel.model`` is the transformers model and
   every adapter's module paths still apply. The adapter folder's files are hashed like the weights.
+  Before peft sees it, the adapter is checked against the model (:mod:`.peft_adapter`: its recorded
+  base model, target modules and LoRA shapes); ``force_adapter`` skips that check.
 - The processor of Qwen2/2.5/3-VL and SmolVLM is the video-free variant (see :mod:`.processors`);
   the tokenizer is switched to left padding (the final input token is then at position -1).
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
+import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +44,8 @@ import torch
 from layerprobe.devices import parse_device
 from layerprobe.errors import ExtractError
 from layerprobe.extract.model.dtypes import compute_dtype, dtype_name
-
-_WEIGHT_SUFFIXES = {True: (".safetensors",), False: (".safetensors", ".bin", ".pt", ".pth")}
+from layerprobe.extract.model.peft_adapter import AdapterFolder, check_fits, read_adapter
+from layerprobe.extract.model.weights import SAFE_SUFFIX, hash_files, model_weights
 
 
 @dataclass(frozen=True)
@@ -53,13 +59,13 @@ class LoadedModel:
     model_type: str
     """``config.model_type``: selects the family adapter."""
     model_id: str
-    """What the user passed: a hub id or the folder as given."""
+    """What the user passed: a hub id as given, or a local folder's absolute path (:func:`source_id`)."""
     model_revision: str | None
     """Hub revision asked for (``None`` for a local folder or the default branch)."""
     model_hash: str
     """SHA-256 over the weight files' names and bytes."""
     adapter: str | None
-    """peft adapter folder as given, or ``None``."""
+    """peft adapter folder's absolute path, or ``None``."""
     adapter_hash: str | None
     """SHA-256 over the adapter folder's files, or ``None``."""
     compute_dtype: str
@@ -78,35 +84,101 @@ def load_model(
     adapter: str | os.PathLike | None = None,
     trust_remote_code: bool = False,
     revision: str | None = None,
-    use_safetensors: bool = True,
+    allow_pickle: bool = False,
+    force_adapter: bool = False,
+    progress: bool = True,
 ) -> LoadedModel:
-    """Load ``model`` (local folder or hub id) + processor; see the module docstring."""
+    """Load ``model`` (local folder or hub id) + processor; see the module docstring.
+
+    ``allow_pickle`` also reads pickled weights (``*.bin``) where a folder has no safetensors;
+    ``force_adapter`` applies an adapter that records another base model (:mod:`.peft_adapter`);
+    ``progress=False`` hides the loading bars of transformers and the hub client.
+    """
     torch_dtype = dtype if isinstance(dtype, torch.dtype) else compute_dtype(dtype)
     name = dtype_name(torch_dtype)
     torch_device = device if isinstance(device, torch.device) else parse_device(device, ExtractError)
-    path = _local_folder(str(model), revision)
-    weights = _weight_files(path, use_safetensors)
-    model_hash = _hash_files(tuple(weights))
-    config = _load_config(path, trust_remote_code)
-    net = _load_weights(path, config, torch_dtype, trust_remote_code, use_safetensors)
-    adapter_hash = None
-    if adapter is not None:
-        net, adapter_hash = _attach_adapter(net, Path(adapter))
+    with loading_bars(progress):
+        path = _local_folder(str(model), revision)
+        weights = model_weights(path, allow_pickle)
+        model_hash = hash_files(tuple(weights))
+        config = _load_config(path, trust_remote_code)
+        net = _load_weights(path, config, torch_dtype, trust_remote_code, weights[0].suffix == SAFE_SUFFIX)
+        adapter_hash = None
+        if adapter is not None:
+            found = read_adapter(Path(adapter).expanduser(), allow_pickle)
+            if not force_adapter:
+                check_fits(found, net, model=str(model), model_hash=model_hash, model_path=path)
+            net, adapter_hash = _attach_adapter(net, found)
     net.to(torch_device).eval()
     processor = load_processor(path, config.model_type, trust_remote_code)
     return LoadedModel(
         model=net,
         processor=processor,
         model_type=config.model_type,
-        model_id=str(model),
+        model_id=source_id(model),
         model_revision=revision,
         model_hash=model_hash,
-        adapter=None if adapter is None else str(adapter),
+        adapter=None if adapter is None else source_id(adapter),
         adapter_hash=adapter_hash,
         compute_dtype=name,
         device=str(torch_device),
         path=path,
     )
+
+
+def source_id(source: str | os.PathLike) -> str:
+    """How a model or adapter is recorded: a local folder as its absolute path, anything else (a hub id) as given.
+
+    The store identifies a local folder by its content hash, not by this path (``store/schema.py``),
+    so the same folder typed another way, or moved, resumes the same run.
+    """
+    path = Path(source).expanduser()
+    return os.path.abspath(path) if path.is_dir() else str(source)
+
+
+def local_hashes(model: str | os.PathLike, adapter: str | os.PathLike | None, allow_pickle: bool) -> dict[str, str]:
+    """``model_hash``/``adapter_hash`` of whichever of ``model`` and ``adapter`` are local folders, without loading.
+
+    What a resume can compare before the (slow) load; a hub id or an unreadable folder is left out
+    (the load reports it). The hashes are cached, so the load that follows does not hash again.
+    """
+    out = {}
+    for key, source, read in (("model_hash", model, _model_hash), ("adapter_hash", adapter, _adapter_hash)):
+        if source is not None and Path(source).expanduser().is_dir():
+            try:
+                out[key] = read(Path(source).expanduser(), allow_pickle)
+            except (ExtractError, OSError):
+                continue
+    return out
+
+
+def _model_hash(path: Path, allow_pickle: bool) -> str:
+    return hash_files(tuple(model_weights(path, allow_pickle)))
+
+
+def _adapter_hash(path: Path, allow_pickle: bool) -> str:
+    return hash_files(_adapter_files(read_adapter(path, allow_pickle)))
+
+
+@contextmanager
+def loading_bars(shown: bool) -> Iterator[None]:
+    """Hide transformers' and huggingface_hub's progress bars inside the block unless ``shown``."""
+    if shown:
+        yield
+        return
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    was_tf, was_hub = hf_logging.is_progress_bar_enabled(), not are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_tf:
+            hf_logging.enable_progress_bar()
+        if was_hub:
+            enable_progress_bars()
 
 
 def load_processor(path: str | os.PathLike, model_type: str, trust_remote_code: bool = False) -> Any:
@@ -131,12 +203,19 @@ def load_processor(path: str | os.PathLike, model_type: str, trust_remote_code: 
 
 
 def _local_folder(model: str, revision: str | None) -> Path:
-    """A local checkpoint folder for ``model``: the folder itself, or the hub snapshot."""
+    """A local checkpoint folder for ``model``: the folder itself, or the hub snapshot.
+
+    A string that reads as a path (``./x``, ``../x``, ``/x``, ``~/x``, ``a/b/c``, or ``a/b`` where
+    folder ``a`` exists here) and is no folder is a mistyped folder, said so, not sent to the hub.
+    """
     path = Path(model).expanduser()
     if path.is_dir():
         return path
-    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
-        raise ExtractError(f"model {model!r} is not a checkpoint folder; pass a folder with config.json or a hub id like org/name")
+    if path.exists():
+        raise ExtractError(f"model {model!r} is a file, not a checkpoint folder; pass the folder that holds config.json and the weights")
+    first = Path(model.split("/")[0]).expanduser()
+    if model.startswith((".", "/", "~")) or model.count("/") > 1 or (model.count("/") == 1 and first.is_dir()):
+        raise ExtractError(f"model folder {model!r} does not exist; check the path (a hub id looks like org/name)")
     from huggingface_hub import snapshot_download
 
     patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.py", "*.bin", "*.tiktoken"]
@@ -144,36 +223,6 @@ def _local_folder(model: str, revision: str | None) -> Path:
         return Path(snapshot_download(model, revision=revision, allow_patterns=patterns))
     except Exception as err:  # the hub client raises many types (offline, 404, auth)
         raise ExtractError(f"cannot fetch model {model!r} from the hub ({type(err).__name__}: {_one_line(err)}); pass a local folder or check the id and network") from None
-
-
-def _weight_files(path: Path, use_safetensors: bool) -> list[Path]:
-    suffixes = _WEIGHT_SUFFIXES[use_safetensors]
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in suffixes and not p.name.startswith("adapter_"))
-    if not files:
-        hint = "" if not use_safetensors else " (only .safetensors is read unless use_safetensors=False / --allow-pickle)"
-        raise ExtractError(f"no weight files in {path}{hint}; point --model at a checkpoint folder")
-    return files
-
-
-@functools.lru_cache(maxsize=64)
-def _hash_cached(files: tuple[tuple[str, str, int, int], ...]) -> str:
-    digest = hashlib.sha256()
-    for rel, full, _size, _mtime in files:
-        digest.update(rel.encode() + b"\0")
-        with open(full, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _hash_files(files: tuple[Path, ...]) -> str:
-    """SHA-256 over the files' names (relative to their common folder) and bytes; cached by size+mtime."""
-    root = Path(os.path.commonpath([f.parent for f in files]))
-    keyed = []
-    for f in sorted(files):
-        stat = f.stat()
-        keyed.append((f.relative_to(root).as_posix(), str(f), stat.st_size, stat.st_mtime_ns))
-    return _hash_cached(tuple(keyed))
 
 
 def _load_config(path: Path, trust_remote_code: bool) -> Any:
@@ -184,9 +233,23 @@ def _load_config(path: Path, trust_remote_code: bool) -> Any:
     except ValueError as err:
         if "trust_remote_code" in str(err) and not trust_remote_code:
             raise ExtractError(f"{path} ships its own model code; rerun with --trust-remote-code if you trust it (plus a --site-spec)") from None
+        if "does not recognize this architecture" in str(err):
+            raise ExtractError(_unknown_type(path)) from None
         raise ExtractError(f"cannot read the config of {path} ({_one_line(err)})") from None
     except OSError as err:
         raise ExtractError(f"cannot read the config of {path} ({_one_line(err)}); the folder needs a config.json") from None
+
+
+def _unknown_type(path: Path) -> str:
+    """Our own line for transformers' multi-sentence "does not recognize this architecture" message."""
+    import transformers
+
+    try:
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        model_type = None
+    return (f"{path / 'config.json'} has model_type {model_type!r}, which transformers {transformers.__version__} does not know;"
+            " upgrade transformers (pip install -U transformers), or pass --trust-remote-code if the checkpoint ships its own code")
 
 
 def _load_weights(path: Path, config: Any, dtype: Any, trust_remote_code: bool, use_safetensors: bool) -> Any:
@@ -202,20 +265,33 @@ def _load_weights(path: Path, config: Any, dtype: Any, trust_remote_code: bool, 
     raise ExtractError(f"transformers has no model class for model_type {config.model_type!r} in {path}; a custom-code model needs --trust-remote-code")
 
 
-def _attach_adapter(net: Any, adapter: Path) -> tuple[Any, str]:
-    if not (adapter / "adapter_config.json").is_file():
-        raise ExtractError(f"adapter {adapter} is not a peft adapter folder (no adapter_config.json); pass the folder saved by save_pretrained")
+def _adapter_files(found: AdapterFolder) -> tuple[Path, ...]:
+    """The files the adapter hash covers: every ``adapter_*`` file of the folder."""
+    return tuple(sorted(p for p in found.path.iterdir() if p.is_file() and p.name.startswith("adapter_")))
+
+
+def _attach_adapter(net: Any, found: AdapterFolder) -> tuple[Any, str]:
     from peft import PeftModel
 
-    files = tuple(sorted(p for p in adapter.iterdir() if p.is_file() and p.name.startswith("adapter_")))
-    adapter_hash = _hash_files(files)
+    adapter_hash = hash_files(_adapter_files(found))
     try:
-        peft_model = PeftModel.from_pretrained(net, adapter, is_trainable=False)
-    except (ValueError, KeyError, RuntimeError) as err:
-        raise ExtractError(f"adapter {adapter} does not fit this model ({_one_line(err)})") from None
+        peft_model = PeftModel.from_pretrained(net, found.path, is_trainable=False)
+    except (ValueError, KeyError, RuntimeError, OSError) as err:
+        raise ExtractError(f"adapter {found.path} does not fit this model ({_one_line(err)}); pass an adapter trained on this model") from None
     return peft_model.get_base_model(), adapter_hash
 
 
-def _one_line(err: BaseException | None) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__
+def _one_line(err: BaseException | None, limit: int = 200) -> str:
+    """The first line of ``err``'s message, cut at a sentence end (else a word end) within ``limit`` characters."""
+    lines = str(err).strip().splitlines()
+    if not lines:
+        return type(err).__name__
+    text = lines[0].strip()
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    end = head.rfind(". ")
+    if end > limit // 3:
+        return head[: end + 1]
+    cut = head.rfind(" ")
+    return (head[:cut] if cut > 0 else head).rstrip(",;:") + " ..."
