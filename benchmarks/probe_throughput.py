@@ -45,7 +45,7 @@ from layerprobe.probe.config import PRESETS, SweepConfig
 from layerprobe.probe.engine import Stream, train_mlp_group
 from layerprobe.probe.features import prepare_features
 from layerprobe.probe.grid import streams_per_group
-from layerprobe.probe.hardware import last_level_cache_bytes
+from layerprobe.hardware import last_level_cache_bytes
 from layerprobe.probe.metrics import classification_metrics
 from layerprobe.probe.reference import ReferenceProbe, sklearn_linear_probe
 from layerprobe.probe.splits import make_splits

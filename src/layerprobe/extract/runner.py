@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from layerprobe import vocab
 from layerprobe.errors import ExtractError, LayerprobeError
 from layerprobe.extract.config import ExtractConfig
 from layerprobe.extract.data.datasets import resolve_dataset
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     import torch
 
     from layerprobe.extract.model.loading import LoadedModel
+    from layerprobe.hardware import ResolvedDtype
 
 _QUEUE_DEPTH = 4
 """Batches that may wait for the writer; bounds memory while absorbing slow disk moments."""
@@ -282,17 +284,18 @@ def _stream(loader, capturer, write: Callable[..., None], cfg: ExtractConfig, n_
         return stop.requested
 
 
-def _check_loaded(loaded: LoadedModel, cfg: ExtractConfig) -> None:
+def _check_loaded(loaded: LoadedModel, cfg: ExtractConfig, dtype: str | None = None) -> None:
+    """``dtype``: the resolved compute dtype (None = ``cfg.dtype``)."""
     from layerprobe.store.identity import first_difference
 
     wanted = {"model_id": str(cfg.model), "adapter": None if cfg.adapter is None else str(cfg.adapter),
-              "compute_dtype": cfg.dtype, "model_revision": cfg.revision}
+              "compute_dtype": dtype or cfg.dtype, "model_revision": cfg.revision}
     diff = first_difference({name: getattr(loaded, name) for name in wanted}, wanted)
     if diff is not None:
         raise ExtractError(f"the loaded model has {diff.field}={diff.have!r} but the config asks for {diff.want!r}; load the model the config names")
 
 
-def _refuse_other_run(cfg: ExtractConfig, manifest: Manifest, candidates: Sequence[str]) -> None:
+def _refuse_other_run(cfg: ExtractConfig, manifest: Manifest, candidates: Sequence[str], dtype: str) -> None:
     """Refuse a rerun into a store made for another run before the model is loaded (minutes, for a real one).
 
     Only what is known without the model is compared here; ``StoreWriter.open`` checks every field
@@ -306,8 +309,26 @@ def _refuse_other_run(cfg: ExtractConfig, manifest: Manifest, candidates: Sequen
     check_same_run(open_store(cfg.out), {
         "model_id": str(cfg.model), "adapter": None if cfg.adapter is None else str(cfg.adapter),
         "dataset_name": manifest.name, "manifest_sha256": manifest.sha256, "candidates": list(candidates),
-        "class_names": list(manifest.class_names), "compute_dtype": cfg.dtype,
+        "class_names": list(manifest.class_names), "compute_dtype": dtype,
     })
+
+
+def _resolve_dtype(cfg: ExtractConfig, loaded: LoadedModel | None) -> ResolvedDtype:
+    """``cfg.dtype`` as a compute dtype (``auto``: by device and the checkpoint's fp32 size, read from
+    its safetensors headers before loading); a model passed in already runs in its own dtype."""
+    from layerprobe.hardware import ResolvedDtype, checkpoint_fp32_bytes, resolve_compute_dtype
+
+    if cfg.dtype == vocab.AUTO and loaded is not None:
+        return ResolvedDtype(loaded.compute_dtype, f"auto: the model passed in runs in {loaded.compute_dtype}")
+    weight_bytes = None
+    if cfg.dtype == vocab.AUTO:
+        from layerprobe.extract.model.loading import _local_folder  # the folder load_model will read
+
+        weight_bytes = checkpoint_fp32_bytes(_local_folder(str(cfg.model), cfg.revision))
+    resolved = resolve_compute_dtype(cfg.dtype, cfg.device, weight_bytes)
+    if cfg.progress:
+        print(f"{cfg.out.name}: compute dtype {resolved.name} ({resolved.reason})", file=sys.stderr)
+    return resolved
 
 
 def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Path:
@@ -334,12 +355,13 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
     else:
         candidates = manifest.candidates or manifest.class_names
     instruction = cfg.prompt or manifest.instruction or default_instruction(candidates)
-    _refuse_other_run(cfg, manifest, candidates)
+    dtype = _resolve_dtype(cfg, loaded)
+    _refuse_other_run(cfg, manifest, candidates, dtype.name)
     if loaded is None:
-        loaded = load_model(cfg.model, dtype=cfg.torch_dtype, device=cfg.device, adapter=cfg.adapter,
+        loaded = load_model(cfg.model, dtype=cfg.torch_dtype or dtype.name, device=cfg.device, adapter=cfg.adapter,
                             trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
     else:
-        _check_loaded(loaded, cfg)
+        _check_loaded(loaded, cfg, dtype.name)
     adapter = get_adapter(loaded, site_spec=cfg.site_spec)
     token_ids = candidate_token_ids(loaded.processor, candidates)
     prompt = render_prompt(loaded.processor, instruction, plain_prompt=adapter.plain_prompt)
@@ -349,7 +371,8 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
         model_type=loaded.model_type, adapter=loaded.adapter, adapter_hash=loaded.adapter_hash,
         dataset_name=manifest.name, manifest_sha256=manifest.sha256, prompt_template=prompt,
         candidates=tuple(candidates), candidate_token_ids=token_ids, class_names=manifest.class_names,
-        compute_dtype=cfg.dtype, extra={"instruction": instruction, "batch_size": cfg.batch_size, "device": loaded.device},
+        compute_dtype=dtype.name, extra={"instruction": instruction, "batch_size": cfg.batch_size, "device": loaded.device,
+                                         "compute_dtype_reason": dtype.reason},
     )
     samples = manifest.sample_info()
     with StoreWriter.open(cfg.out, meta, capturer.site_specs(), samples, chunk_samples=cfg.chunk_samples) as writer:

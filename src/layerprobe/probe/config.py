@@ -205,6 +205,10 @@ class SweepConfig:
     memory-bound batches, to keep the group's optimizer state in the last-level cache)."""
     progress: bool = True
     """Show a progress bar (only when stderr is a terminal)."""
+    threads: int | None = None
+    """torch threads during the sweep; None = sized from the work per step and the cores free now
+    (``layerprobe.probe.threads``: small problems on a busy machine get 1). torch's own count is
+    restored when the sweep ends."""
 
     def __post_init__(self) -> None:
         if not self.stores:
@@ -235,6 +239,8 @@ class SweepConfig:
             raise ProbeError(f"max_memory {self.max_memory} bytes is too small; give at least 64MB")
         if self.group_probes is not None and self.group_probes < 1:
             raise ProbeError("group_probes must be >= 1")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1):
+            raise ProbeError(f"threads={self.threads!r}: give a whole number >= 1, or None to size it from the problem")
         self._parse_values()
 
     def _parse_values(self) -> None:
