@@ -376,7 +376,8 @@ def thousands_child(args: argparse.Namespace) -> dict:
     n_train = int(rows.get_column("n_train")[0])
     return {"probes": rows.height, "wall": wall, "paper_probes": paper.height, "paper_wall": paper_wall, "n_train": n_train,
             "width": d, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "data_rss_mib": rss_data,
-            "failed": int((rows.get_column("status") != vocab.STATUS_OK).sum())}  # fmt: skip
+            "failed": int((rows.get_column("status") != vocab.STATUS_OK).sum()),
+            "cuda_peak_mib": torch.cuda.max_memory_allocated() / (1 << 20) if torch.cuda.is_initialized() else None}  # fmt: skip
 
 
 def thousands(args: argparse.Namespace) -> dict[str, float]:
@@ -393,9 +394,10 @@ def thousands(args: argparse.Namespace) -> dict[str, float]:
     budget_units = PAPER_BUDGET["models"] * PAPER_BUDGET["seeds"] * sum(PAPER_BUDGET["train_rows"].values()) * sum(PAPER_BUDGET["widths"])
     n_budget = PAPER_BUDGET["models"] * PAPER_BUDGET["seeds"] * len(PAPER_BUDGET["train_rows"]) * len(PAPER_BUDGET["widths"])
     fast_min, paper_min = budget_units * fast_s_per_unit / 60, budget_units * paper_s_per_unit / 60
+    cuda_peak = "" if r["cuda_peak_mib"] is None else f", CUDA peak {r['cuda_peak_mib']:.0f} MiB allocated"
     print(f"thousands: {r['probes']} fast probes (90 layers x 3 seeds x 8 lrs, {r['n_train']} train rows x {r['width']}) in {r['wall']:.1f}s = "
           f"{r['probes'] / r['wall']:.1f} probes/s, {r['failed']} failed; peak RSS {r['peak_rss_mib']:.0f} MiB "
-          f"({r['data_rss_mib']:.0f} MiB with the store's data, before the sweep) under --max-memory {args.max_memory}")  # fmt: skip
+          f"({r['data_rss_mib']:.0f} MiB with the store's data, before the sweep){cuda_peak} under --max-memory {args.max_memory}")  # fmt: skip
     print(f"  paper preset sample: {r['paper_probes']} probes in {r['paper_wall']:.1f}s = {r['paper_probes'] / r['paper_wall']:.2f} probes/s")
     print(f"  projected paper budget ({n_budget:,} MLP probes: 16 models x 3 datasets x 92 layers x 2 seeds, training cost ~ rows x width): "
           f"fast preset {fast_min:.1f} min, paper preset {paper_min / 60:.1f} h on this machine")  # fmt: skip
