@@ -1,36 +1,49 @@
-"""Probe throughput: the batched engine against per-probe baselines, measured in one run.
+"""Probe throughput: the batched engine against per-probe baselines and a torch.func ensemble.
 
-What is timed (defaults follow issue 4):
-1. This machine's peaks, measured now: matmul GFLOP/s (best of a few large GEMMs, bf16 and fp32)
-   and copy bandwidth (a 256 MiB tensor copy; bytes read + written).
-2. A store of 2,000 samples, hidden 1024: 33 LLM layers x 2 sites (llm/image_mean,
-   llm/final_token) + a 24-layer vision site, written through StoreWriter. Data: synthetic with a
-   realistic spectrum (layerprobe.testing.stores: power-law covariance, massive-activation
-   dimensions, AR(1) layer evolution, label noise), or a real extraction with --store.
-3. The batched engine on the whole grid through ``run_sweep`` (slab reads, standardisation and
-   metrics included): fast-preset MLP probes (every layer x seeds) and linear probes (every
-   layer, 6 values of C).
-4. Baselines, sampled (the output says so): (a) a sequential per-probe PyTorch loop
-   (ReferenceProbe: nn.Linear, autograd, torch.optim.AdamW defaults, LambdaLR) running the paper
-   preset, full 20 epochs, on K probes (one per site by default); (b) a loop of scikit-learn
-   LogisticRegression fits (lbfgs, scikit-learn defaults, the same C grid, C chosen on the
-   validation loss) on M layers. Rates are per probe and scale linearly with the probe count.
-5. The paper preset, batched, sampled: per site one full group of consecutive layers (as a sweep
-   forms them), including (a)'s probes; full 20 epochs. It is the same computation as (a) (same
-   seeds, batch order and dropout masks; fp32), which the output checks on (a)'s probes, so the
-   fast preset's accuracy target is judged against it on all sampled probes (more probes, less
-   noise) and printed against (a) itself as well. Yardstick for accuracy differences: the fast
-   preset's own seed 0 vs seed 1 spread over every layer (free: the sweep trains both seeds).
+Every ratio printed is the median of interleaved A/B pairs with the quartiles of the pair ratios
+beside it, and every share of peak divides by a peak measured right after the timed work
+(``benchmarks/_pairs.py``; issue 14, item 8). Sections (``--sections``, all by default):
 
-Run: ``python benchmarks/probe_throughput.py`` (a few minutes on 2 cores); ``--help`` for sizes.
+- ``anchors`` (a store of ``--samples`` x ``--hidden``: 33 LLM layers x 2 sites + a 24-layer vision
+  site with a realistic spectrum, ``layerprobe.testing.stores``; or ``--store``). Per round:
+  F  the fast preset batched through ``sweep_stores`` (one site's ``--fast-layers`` layers x seeds;
+     slab reads, standardisation and metrics included), PS the paper preset sequential (one
+     ReferenceProbe: nn.Linear, autograd, torch.optim.AdamW, LambdaLR, full 20 epochs; "(a)"),
+     FS the fast preset sequential (ReferenceProbe, ``--fast-seq`` probes), PB the paper preset
+     batched (one sweep group of consecutive layers), and on the same probes the engine
+     (``train_mlp_group``) against a ``torch.func`` ensemble (``stack_module_state`` +
+     ``vmap(functional_call)`` + fused AdamW: the idiomatic way to train many small models), for
+     both recipes. Ratios: fast_vs_a = PS/F (two recipes: 64x fewer steps explain most of it),
+     paper_vs_a = PS/PB and fast_vs_fast_seq = FS/F (same recipe), engine_vs_ensemble (same
+     probes, same recipe), fast_matmul_peak (engine GFLOP/s over the GEMM peak measured beside it).
+- ``linear``: batched L-BFGS (one site) against scikit-learn LogisticRegression (one layer) per round.
+- ``accuracy``: fast vs paper preset test accuracy (same seeds) over a suite of data shapes
+  (2-10 classes, 100-2,000 training rows, 64-4,096 features; one from a tiny real extraction),
+  mean |delta acc| with the paper preset's seed-to-seed spread as the yardstick.
+- ``thousands``: a sweep of >= 2,000 probes from one store (90 layers x 3 seeds x 8 learning
+  rates) in a child process: probes/s, peak RSS under ``--max-memory``, and the projected wall time
+  of the paper's whole probe budget on this machine (16 models x 3 datasets: BUSI 780, COVID-CT
+  746, Chest-Xray 5,856 images with train splits of 468 (60%), 425 and 5,216 (official); a
+  7B model's sites: 24 vision blocks of 1024, connector 2 x 4096, LLM 33 layers x 2 sites of 4096;
+  2 seeds; fast and paper presets), from the measured seconds per unit of n_train x width.
+- ``threads``: a small sweep with the engine's thread choice vs 1 thread vs torch's default.
+
+The last line, ``probe_throughput final: k=v(ok|MISS) ... -> targets met|TARGETS MISSED``, judges the
+sections that ran. Run: ``python benchmarks/probe_throughput.py`` (about 15-25 minutes on a
+2-core CPU with the defaults); smoke run: ``--samples 200 --hidden 64 --pairs 1 --fast-layers 2
+--thousands-hidden 32 --thousands-samples 120``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import math
 import os
-import shutil
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -39,248 +52,376 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-from sklearn.exceptions import ConvergenceWarning
 
+from _pairs import copy_gbps, gemm_gflops, pair_ratios, run_rounds, spread, timed
+from layerprobe import vocab
+from layerprobe.hardware import cpu_bf16_features, free_cores, last_level_cache_bytes
 from layerprobe.probe.config import PRESETS, SweepConfig
 from layerprobe.probe.engine import Stream, train_mlp_group
 from layerprobe.probe.features import prepare_features
 from layerprobe.probe.grid import streams_per_group
-from layerprobe.probe.hardware import last_level_cache_bytes
-from layerprobe.probe.metrics import classification_metrics
 from layerprobe.probe.reference import ReferenceProbe, sklearn_linear_probe
+from layerprobe.probe.schedule import lr_factor, warmup_steps
 from layerprobe.probe.splits import make_splits
-from layerprobe.probe.sweep import run_sweep
-from layerprobe.testing.stores import synthetic_answer_logits, synthetic_labels, synthetic_site, tensor_run, write_synthetic_store
-from layerprobe.store import open_store
+from layerprobe.probe.sweep import sweep_stores
+from layerprobe.probe.threads import sweep_threads
+from layerprobe.testing.stores import synthetic_store
 
-TARGETS = {"fast_vs_a": 30.0, "paper_vs_a": 2.0, "linear_vs_b": 10.0, "fast_dacc": 1.0, "fast_matmul_peak": 40.0}
-PAPER_BYTES_PER_WEIGHT_STEP = 36
-"""Traffic model of one fp32 batch-4 step per first-layer weight: forward read 4, gradient write
-4, fused AdamW reads weight/grad/moments 16 and writes weight/moments 12 (bytes)."""
-
-
-def main() -> None:
-    args = _parse()
-    torch.set_num_threads(args.threads)
-    print(f"probe_throughput: {args.threads} threads, torch {torch.__version__}, {os.cpu_count()} cpus, LLC {last_level_cache_bytes() >> 20} MiB")
-    peaks = measure_peaks()
-    print(f"peak matmul: bf16 {peaks['bfloat16']:.0f} GFLOP/s, fp32 {peaks['float32']:.0f} GFLOP/s; copy bandwidth {peaks['copy']:.1f} GB/s (read+write)")
-
-    work = Path(tempfile.mkdtemp(prefix="probe-bench-", dir=args.work_dir))
-    try:
-        store_path = args.store or build_store(work / "bench.zarr", args)
-        run(store_path, work, args, peaks)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
+"""torch's own thread count, read before this benchmark changes it."""
+SECTIONS = ("anchors", "linear", "accuracy", "thousands", "threads")
+TARGETS = {
+    "fast_vs_a": (">=", 30.0), "paper_vs_a": (">=", 2.0), "linear_vs_b": (">=", 10.0), "fast_dacc": ("<=", 1.0),
+    "fast_matmul_peak": (">=", 70.0), "engine_vs_ensemble_fast": (">=", 2.0), "budget_fast_min": ("<=", 30.0),
+    "threads_auto_vs_1": (">=", 0.9),
+}  # fmt: skip
+PAPER_BUDGET = {"models": 16, "seeds": 2, "train_rows": {"BUSI": 468, "COVID-CT": 425, "Chest-Xray": 5216},
+                "widths": [1024] * 24 + [4096] * 2 + [4096] * 66}  # fmt: skip
+"""The paper's probe budget (issue 14, item 5): train rows per dataset; one width per probed layer of a 7B model."""
+SUITE = (("2 classes, 180 rows x 64", 300, 2, 64, 4), ("10 classes, 1,080 rows x 1024", 1800, 10, 1024, 3),
+         ("4 classes, 600 rows x 4096", 1000, 4, 4096, 2))  # fmt: skip
+"""Synthetic shapes of the accuracy suite: (name, samples (60% train), classes, width, layers); a tiny
+real extraction is added to them."""
 
 
-def _parse() -> argparse.Namespace:
+def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--store", type=Path, default=None, help="Use this (real) store instead of synthetic data.")
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of: {', '.join(SECTIONS)}")
+    p.add_argument("--store", type=Path, default=None, help="anchors/linear on this (real) store instead of synthetic data")
     p.add_argument("--samples", type=int, default=2000)
     p.add_argument("--hidden", type=int, default=1024)
-    p.add_argument("--llm-layers", type=int, default=33, help="Per LLM site (embed + 32 decoder layers).")
-    p.add_argument("--vision-layers", type=int, default=24)
     p.add_argument("--classes", type=int, default=2)
-    p.add_argument("--seeds", type=int, default=2, help="MLP seeds per layer in the sweep.")
-    p.add_argument("--baseline-mlp", type=int, default=3, help="K: probes trained by baseline (a) (at most one per site).")
-    p.add_argument("--baseline-linear", type=int, default=4, help="M: layers fitted by baseline (b).")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--work-dir", type=Path, default=None)
-    return p.parse_args()
+    p.add_argument("--seeds", type=int, default=2, help="MLP seeds per layer in the fast batched sweep")
+    p.add_argument("--fast-layers", type=int, default=16, help="layers of one site per fast batched round")
+    p.add_argument("--fast-seq", type=int, default=3, help="fast-preset sequential probes per round")
+    p.add_argument("--group", type=int, default=4, help="probes of the engine-vs-ensemble and paper batched groups")
+    p.add_argument("--pairs", type=int, default=3, help="interleaved rounds (A/B pairs) per ratio")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for everything (default: the engine's choice for the anchors' sweep, used by both sides)")
+    p.add_argument("--thousands-samples", type=int, default=780, help="BUSI's size")
+    p.add_argument("--thousands-hidden", type=int, default=1024)
+    p.add_argument("--max-memory", default="4GB", help="--max-memory of the thousands sweep")
+    p.add_argument("--suite-scale", type=float, default=1.0, help="scales the accuracy suite's rows and widths (smoke runs: 0.1)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--child-thousands", action="store_true", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
 
 
-def measure_peaks(seconds: float = 1.0) -> dict[str, float]:
-    """Best matmul GFLOP/s per dtype over a few large shapes, and copy bandwidth (GB/s)."""
-    out: dict[str, float] = {}
-    for dtype in (torch.bfloat16, torch.float32):
-        best = 0.0
-        for m, k, n in ((2048, 1024, 2048), (4096, 1024, 1024), (2048, 2048, 2048)):
-            a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
-            best = max(best, 2 * m * k * n / _time(lambda: a @ b, seconds) / 1e9)
-        out[str(dtype).removeprefix("torch.")] = best
-    src = torch.ones(64 << 20)
-    dst = torch.empty_like(src)
-    out["copy"] = 2 * src.numel() * 4 / _time(lambda: dst.copy_(src), seconds) / 1e9
-    return out
+def main(argv: list[str] | None = None) -> None:
+    args = _parse(argv)
+    if args.child_thousands:
+        print(json.dumps(thousands_child(args)))
+        return
+    sections = [s for s in args.sections.split(",") if s]
+    usable, free = free_cores()
+    print(f"probe_throughput: torch {torch.__version__}, {usable} usable cores ({free} free now), native bf16: "
+          f"{', '.join(cpu_bf16_features()) or 'none'}, LLC {last_level_cache_bytes() >> 20} MiB, device {args.device}; {time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
+    results: dict[str, float] = {}
+    if {"anchors", "linear"} & set(sections):
+        store = _anchor_store(args)
+        n_threads = args.threads or sweep_threads(_sweep_cfg(args, preset="fast"), [store])[0]
+        print(f"anchors and linear: {n_threads} torch thread(s) on both sides of every pair")
+        torch.set_num_threads(n_threads)
+        if "anchors" in sections:
+            results.update(anchors(store, args, n_threads))
+        if "linear" in sections:
+            results.update(linear(store, args, n_threads))
+    if "accuracy" in sections:
+        results.update(accuracy_suite(args))
+    if "thousands" in sections:
+        results.update(thousands(args))
+    if "threads" in sections:
+        results.update(threads_section(args))
+    verdicts = []
+    for key, value in results.items():
+        if key in TARGETS:
+            op, target = TARGETS[key]
+            ok = value >= target if op == ">=" else value <= target
+            verdicts.append((f"{key}={value:.2f}({'ok' if ok else 'MISS'})", ok))
+    met = all(ok for _, ok in verdicts) and bool(verdicts)
+    wanted = " ".join(f"{k}{op}{t:g}" for k, (op, t) in TARGETS.items())
+    print(f"probe_throughput final: {' '.join(v for v, _ in verdicts)} [sections {','.join(sections)}; targets {wanted}] "
+          f"-> {'targets met' if met else 'TARGETS MISSED'}")  # fmt: skip
 
 
-def _time(fn, seconds: float) -> float:  # type: ignore[no-untyped-def]
-    for _ in range(2):
-        fn()
-    start, reps = time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
-        fn()
-        reps += 1
-    return (time.perf_counter() - start) / reps
+# ------------------------------------------------------------------------------------ anchors
 
 
-def build_store(path: Path, args: argparse.Namespace) -> Path:
+def _anchor_store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    if args.store is not None:
+        from layerprobe.store import open_store
+
+        return open_store(args.store)
     start = time.perf_counter()
-    labels = synthetic_labels(args.samples, args.classes, seed=0)
-    layout = {"vision/mean": (args.vision_layers, "rise"), "llm/image_mean": (args.llm_layers, "arch"), "llm/final_token": (args.llm_layers, "late")}
-    sites = {
-        name: synthetic_site(labels, n_layers, args.hidden, seed=k + 1, curve=curve, peak=1.0).x_lnd
-        for k, (name, (n_layers, curve)) in enumerate(layout.items())
-    }  # fmt: skip
-    names = tuple(f"class{c}" for c in range(args.classes))
-    write_synthetic_store(path, tensor_run(sites, labels, names, answer_logits=synthetic_answer_logits(labels, args.classes, seed=0)))
-    n_layers = sum(x.shape[0] for x in sites.values())
-    print(f"data: synthetic (power-law spectrum, AR(1) layers, 10% label noise), {args.samples} samples x {n_layers} layers x {args.hidden}, "
-          f"{args.classes} classes; store written in {time.perf_counter() - start:.1f}s")  # fmt: skip
-    return path
+    store = synthetic_store(args.samples, args.hidden, {"vision/mean": 24, "llm/image_mean": 33, "llm/final_token": 33}, n_classes=args.classes)
+    print(f"data: synthetic (power-law spectrum, AR(1) layers, label noise), {args.samples} samples x 90 layers x {args.hidden}, "
+          f"{args.classes} classes, built in {time.perf_counter() - start:.1f}s")  # fmt: skip
+    return store
 
 
-def run(store_path: Path, work: Path, args: argparse.Namespace, peaks: dict[str, float]) -> None:
-    store = open_store(store_path)
-    n_layers = sum(s.n_layers for s in store.sites.values())
-    print(f"store: {store_path.name}: {store.n_samples} samples, sites {', '.join(f'{k} ({v.n_layers}x{v.hidden})' for k, v in store.sites.items())}")
-    seeds = tuple(range(args.seeds))
+def _sweep_cfg(args: argparse.Namespace, **kw) -> SweepConfig:  # type: ignore[no-untyped-def]
+    return SweepConfig(stores=(Path("bench.zarr"),), progress=False, device=args.device, **kw)
 
-    # 3. The batched engine on the whole grid.
-    start = time.perf_counter()
-    fast = run_sweep(SweepConfig(stores=(store_path,), out=work / "fast.parquet", kinds=("mlp",), preset="fast", seeds=seeds, progress=False))
-    fast_wall = time.perf_counter() - start
-    fast_mlp = fast.filter(pl.col("kind") == "mlp")
-    start = time.perf_counter()
-    linear = run_sweep(SweepConfig(stores=(store_path,), out=work / "linear.parquet", kinds=("linear",), progress=False))
-    linear_wall = time.perf_counter() - start
-    linear = linear.filter(pl.col("kind") == "linear")
-    n_probes = fast_mlp.height + linear.height
-    print(f"grid: {n_layers} layers x ({len(seeds)} fast MLP seeds + 1 linear) = {n_probes} probes")
 
-    spec = PRESETS["fast"]
-    fast_flops = fast_mlp.height * _mlp_flops(spec, store.sites, fast_mlp, len(store.class_names))
-    engine_seconds = float(fast_mlp.get_column("train_seconds").sum())
-    fast_dtype = fast_mlp.get_column("matmul_dtype")[0]
-    fast_rate = fast_mlp.height / fast_wall
-    print(f"fast preset (batched, {fast_dtype}): {fast_mlp.height} probes in {fast_wall:.1f}s = {fast_rate:.2f} probes/s; matmuls "
-          f"{fast_flops / engine_seconds / 1e9:.0f} GFLOP/s over engine time ({engine_seconds:.1f}s), {fast_flops / fast_wall / 1e9:.0f} over the whole sweep")  # fmt: skip
-    linear_rate = linear.height / linear_wall
-    print(f"linear (batched L-BFGS, {len(SweepConfig(stores=(store_path,)).linear.cs)} C values): {linear.height} probes in {linear_wall:.1f}s = {linear_rate:.2f} probes/s")
-
-    # 4-5. Sampled baseline (a), and the batched paper preset on full groups that include (a)'s probes.
+def anchors(store, args: argparse.Namespace, n_threads: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
     split = make_splits(store.labels, store.splits, store.valid, class_names=store.class_names)[0]
-    n_classes = len(store.class_names)
-    paper = PRESETS["paper"]
-    per_group = streams_per_group(paper, 1, args.hidden if args.store is None else next(iter(store.sites.values())).hidden, 0,
-                                  budget=1 << 40, low_precision=False, cache_bytes=last_level_cache_bytes(), cap=None)  # fmt: skip
-    runs = _runs(store, per_group)
-    a_probes = [(site, layers[0]) for site, layers in runs][: args.baseline_mlp]
-    acc: dict[str, dict[tuple[str, int], float]] = {"a": {}, "paper": {}, "fast": {}}
-    a_seconds = paper_seconds = paper_bytes = 0.0
-    for site, layers in runs:
-        features = prepare_features(store.read_slabs(site, layers), store.labels, split)
-        for i, layer in enumerate(layers):
-            row = fast_mlp.filter((pl.col("site") == site) & (pl.col("layer") == layer) & (pl.col("seed") == 0))
-            acc["fast"][site, layer] = row.get_column("test_accuracy")[0]
-            if (site, layer) in a_probes:
-                start = time.perf_counter()
-                probe = ReferenceProbe(features.train.shape[2], n_classes, paper, seed=0).fit(features.train[i], features.y_train)
-                a_seconds += time.perf_counter() - start
-                acc["a"][site, layer] = _accuracy(probe.predict_proba(features.test[i])[None], features.y_test)
-        result = train_mlp_group(features, [Stream(i, 0) for i in range(len(layers))], [paper], n_classes=n_classes)
-        acc["paper"].update({(site, layer): _accuracy(result.test_prob[j : j + 1], features.y_test) for j, layer in enumerate(layers)})
-        paper_seconds += result.seconds
-        steps = paper.epochs * math.ceil(features.train.shape[1] / paper.batch_size)
-        paper_bytes += len(layers) * steps * PAPER_BYTES_PER_WEIGHT_STEP * (features.train.shape[2] + 1) * paper.hidden
-    n_paper = sum(len(layers) for _, layers in runs)
-    a_rate, paper_rate = len(a_probes) / a_seconds, n_paper / paper_seconds
-    paper_bw = 100 * paper_bytes / paper_seconds / 1e9 / peaks["copy"]
-    print(f"(a) sequential PyTorch loop, paper preset, sampled: {len(a_probes)} probes {a_probes}, full 20 epochs each, in {a_seconds:.1f}s = {a_rate:.3f} probes/s")
-    print(f"paper preset (batched, float32), sampled: {n_paper} probes in {len(runs)} groups (a sweep's group size here: {per_group}) of consecutive layers "
-          f"{[(site, f'{layers[0]}-{layers[-1]}') for site, layers in runs]} in {paper_seconds:.1f}s = {paper_rate:.3f} probes/s; "
-          f"traffic model {paper_bytes / paper_seconds / 1e9:.1f} GB/s = {paper_bw:.0f}% of copy bandwidth")  # fmt: skip
+    n_classes, fast, paper = len(store.class_names), PRESETS["fast"], PRESETS["paper"]
+    sites = list(store.sites.values())
+    seeds = tuple(range(args.seeds))
+    cache: dict[tuple[str, int], object] = {}
 
-    def dacc(a: str, b: str, keys: list[tuple[str, int]]) -> float:
-        return 100 * float(np.mean([abs(acc[a][k] - acc[b][k]) for k in keys]))
+    def features(site: str, layers: list[int]):  # type: ignore[no-untyped-def]
+        key = (site, layers[0], len(layers))
+        if key not in cache:
+            cache.clear()
+            cache[key] = prepare_features(store.read_slabs(site, layers), store.labels, split, args.device)
+        return cache[key]
 
-    all_keys = [(site, layer) for site, layers in runs for layer in layers]
-    d_fast_a, d_paper_a = dacc("fast", "a", a_probes), dacc("paper", "a", a_probes)
-    d_fast = dacc("fast", "paper", all_keys)
-    by_seed = fast_mlp.pivot(on="seed", index=["site", "layer"], values="test_accuracy")
-    d_seed = 100 * float((by_seed.get_column("0") - by_seed.get_column("1")).abs().mean()) if {"0", "1"} <= set(by_seed.columns) else float("nan")
-    print(f"test accuracy on (a)'s probes: (a) {_fmt([acc['a'][k] for k in a_probes])}, paper batched {_fmt([acc['paper'][k] for k in a_probes])}, fast {_fmt([acc['fast'][k] for k in a_probes])}")
-    print(f"mean |delta acc| on (a)'s {len(a_probes)} probes: fast vs (a) {d_fast_a:.2f} pt, paper batched vs (a) {d_paper_a:.2f} pt (same computation, fp32 summation order)")
-    print(f"mean |delta acc| on all {n_paper} sampled probes: fast vs paper batched {d_fast:.2f} pt; "
-          f"yardstick: fast seed 0 vs seed 1 over all {by_seed.height} layers {d_seed:.2f} pt")  # fmt: skip
+    def site_of(r: int):  # type: ignore[no-untyped-def]
+        """Round r's site (round-robin) and its window of ``--fast-layers`` layers (moving with r)."""
+        site = sites[r % len(sites)]
+        n_layers = len(site.layer_names)
+        first = (r * 7) % max(1, n_layers - args.fast_layers + 1)
+        return site.name, list(range(first, min(n_layers, first + args.fast_layers)))
 
-    b_layers = _spread(store, args.baseline_linear)
-    b_seconds, b_acc, our_acc, b_auc, our_auc, b_unconverged = 0.0, [], [], [], [], 0
-    cs = SweepConfig(stores=(store_path,)).linear.cs
-    for site, layer in b_layers:
-        features = prepare_features(store.read_slab(site, layer), store.labels, split)
-        x = [t[0].numpy() for t in (features.train, features.val, features.test)]
-        start = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            theirs = sklearn_linear_probe(x[0], features.y_train.numpy(), x[1], features.y_val.numpy(), x[2], n_classes=n_classes, cs=cs, max_iter=100)
-        b_seconds += time.perf_counter() - start
-        b_unconverged += sum(issubclass(w.category, ConvergenceWarning) for w in caught)
-        m = classification_metrics(torch.from_numpy(theirs.test_prob)[None].float(), features.y_test)
-        b_acc.append(float(m.accuracy[0]))
-        b_auc.append(float(m.auc[0]))
-        row = linear.filter((pl.col("site") == site) & (pl.col("layer") == layer)).row(0, named=True)
-        our_acc.append(row["test_accuracy"])
-        our_auc.append(row["test_auc"])
-    b_rate = len(b_layers) / b_seconds
-    d_linear = 100 * np.mean(np.abs(np.array(our_acc) - np.array(b_acc)))
-    d_auc = np.max(np.abs(np.array(our_auc) - np.array(b_auc)))
-    print(f"(b) scikit-learn LogisticRegression loop (lbfgs, defaults, {len(cs)} C values), sampled: {len(b_layers)} layers {b_layers} in {b_seconds:.1f}s = {b_rate:.3f} probes/s "
-          f"({b_unconverged} of {len(b_layers) * len(cs)} fits stopped at scikit-learn's max_iter=100)")  # fmt: skip
-    print(f"linear test accuracy ours {_fmt(our_acc)} vs scikit-learn {_fmt(b_acc)}: mean |delta acc| {d_linear:.2f} pt, max |delta AUC| {d_auc:.4f}")
+    shares: list[float] = []
+    flops_rate: dict[str, list[float]] = {"engine_fast": [], "engine_paper": []}
 
+    def f_batched(r: int) -> float:
+        name, layers = site_of(r)
+        cfg = _sweep_cfg(args, preset="fast", kinds=(vocab.MLP,), seeds=seeds, sites=(name,), layers=f"{layers[0]}:{layers[-1] + 1}", threads=n_threads)
+        return timed(lambda: sweep_stores(cfg, [store])) / (len(layers) * len(seeds))
+
+    def reference(spec, n: int):  # type: ignore[no-untyped-def]
+        def step(r: int) -> float:
+            name, layers = site_of(r)
+            feats = features(name, layers)
+            picks = [(r + k) % len(layers) for k in range(n)]
+            return timed(lambda: [ReferenceProbe(feats.train.shape[2], n_classes, spec, seed=0, device=args.device).fit(feats.train[i], feats.y_train) for i in picks]) / n
+
+        return step
+
+    def engine(spec, key: str, peak_share: bool):  # type: ignore[no-untyped-def]
+        def step(r: int) -> float:
+            name, layers = site_of(r)
+            feats = features(name, layers)
+            lowp = feats.to(torch.bfloat16) if _auto_low(spec, args.device) else feats
+            group = [Stream(i, 0) for i in range(min(args.group, len(layers)))]
+            result = train_mlp_group(lowp, group, [spec], n_classes=n_classes)
+            rate = result.matmul_flops / result.seconds / 1e9
+            flops_rate[key].append(rate)
+            if peak_share:
+                shares.append(100 * rate / gemm_gflops(lowp.train.dtype, args.device))
+            return result.seconds / len(group)
+
+        return step
+
+    def ensemble(spec):  # type: ignore[no-untyped-def]
+        def step(r: int) -> float:
+            name, layers = site_of(r)
+            feats = features(name, layers)
+            group = list(range(min(args.group, len(layers))))
+            return timed(lambda: ensemble_train(feats, group, spec, n_classes)) / len(group)
+
+        return step
+
+    steps = {
+        "F": f_batched, "PS": reference(paper, 1), "FS": reference(fast, args.fast_seq), "PB": engine(paper, "engine_paper", False),
+        "EF": engine(fast, "engine_fast", True), "XF": ensemble(fast), "XP": ensemble(paper),
+    }  # fmt: skip
+    rounds = run_rounds(steps, args.pairs)
+    rounds["EP"] = rounds["PB"]  # the paper batched group is the engine side of the paper ensemble pair
     ratios = {
-        "fast_vs_a": fast_rate / a_rate,
-        "paper_vs_a": paper_rate / a_rate,
-        "linear_vs_b": linear_rate / b_rate,
-        "fast_dacc": d_fast,
-        "fast_matmul_peak": 100 * fast_flops / engine_seconds / 1e9 / peaks[fast_dtype],
-    }
-    verdict = " ".join(f"{k}={v:.2f}({'ok' if (v <= TARGETS[k] if k == 'fast_dacc' else v >= TARGETS[k]) else 'MISS'})" for k, v in ratios.items())
-    print(
-        f"RATIOS {verdict} fast_dacc_vs_a={d_fast_a:.2f}pt paper_dacc_vs_a={d_paper_a:.2f}pt seed_spread={d_seed:.2f}pt "
-        f"linear_dacc={d_linear:.2f}pt paper_copy_bw={paper_bw:.0f}% "
-        f"[targets: fast_vs_a>=30 paper_vs_a>=2 linear_vs_b>=10 fast_dacc<=1pt (vs batched paper = (a)) fast_matmul_peak>=40%]"
-    )  # fmt: skip
+        "fast_vs_a": pair_ratios(rounds, "PS", "F"), "paper_vs_a": pair_ratios(rounds, "PS", "PB"),
+        "fast_vs_fast_seq": pair_ratios(rounds, "FS", "F"), "engine_vs_ensemble_fast": pair_ratios(rounds, "XF", "EF"),
+        "engine_vs_ensemble_paper": pair_ratios(rounds, "XP", "EP"),
+    }  # fmt: skip
+    per_probe = {k: float(np.median(v)) for k, v in rounds.items()}
+    print("seconds per probe (median over rounds): " + ", ".join(f"{k} {v:.3f}" for k, v in per_probe.items())
+          + "  [F fast batched sweep, PS paper sequential (a), FS fast sequential, PB/EP paper engine group, EF fast engine group, XF/XP torch.func ensembles]")  # fmt: skip
+    for key, value in ratios.items():
+        print(f"  {key:<26} {value}")
+    share = spread(shares)
+    print(f"  fast engine matmuls: {np.median(flops_rate['engine_fast']):.0f} GFLOP/s = {share} % of the GEMM peak measured right after each group")
+    return {**{k: v.median for k, v in ratios.items()}, "fast_matmul_peak": share.median}
 
 
-def _mlp_flops(spec, sites, rows: pl.DataFrame, n_classes: int) -> float:  # type: ignore[no-untyped-def]
-    """Matmul FLOPs of one fast-preset probe (all probes of the bench share D, n and C)."""
-    d_in = next(iter(sites.values())).hidden
-    row = rows.row(0, named=True)
-    n_train, n_eval = row["n_train"], row["n_val"] + row["n_test"]
-    train = spec.epochs * (4 * n_train * d_in * spec.hidden + 6 * n_train * spec.hidden * n_classes)
-    return float(train + 2 * n_eval * (d_in + n_classes) * spec.hidden)
+def _auto_low(spec, device: str) -> bool:  # type: ignore[no-untyped-def]
+    from layerprobe.probe.engine import matmul_dtype
+
+    return matmul_dtype(device, spec.batch_size)[0] == torch.bfloat16
 
 
-def _runs(store, length: int) -> list[tuple[str, list[int]]]:  # type: ignore[no-untyped-def]
-    """Per site, ``length`` consecutive layers starting at a depth that moves along the sites."""
+def ensemble_train(features, layers: list[int], spec, n_classes: int, seed: int = 0) -> None:  # type: ignore[no-untyped-def]
+    """The same probes (one per layer, one recipe) as a torch.func ensemble with fused AdamW."""
+    from torch import nn
+    from torch.func import functional_call, stack_module_state, vmap
+
+    x_lnd, y_n = features.train[layers], features.y_train
+    n_probes, n, d_in = len(layers), x_lnd.shape[1], x_lnd.shape[2]
+    torch.manual_seed(seed)
+    models = [nn.Sequential(nn.Linear(d_in, spec.hidden), nn.ReLU(), nn.Dropout(spec.dropout), nn.Linear(spec.hidden, n_classes)) for _ in layers]
+    params, buffers = stack_module_state(models)
+    params = {k: v.detach().clone().to(x_lnd.device).requires_grad_(True) for k, v in params.items()}
+    base = copy.deepcopy(models[0]).to("meta")
+    call = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), randomness="different")
+    opt = torch.optim.AdamW(list(params.values()), lr=spec.lr, betas=(spec.beta1, spec.beta2), eps=spec.eps, weight_decay=spec.weight_decay, fused=True)
+    steps = math.ceil(n / spec.batch_size)
+    total = spec.epochs * steps
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup_steps(total, spec.warmup_frac)))
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(spec.epochs):
+        order = torch.randperm(n, generator=generator).to(x_lnd.device)
+        for s in range(steps):
+            rows = order[s * spec.batch_size : (s + 1) * spec.batch_size]
+            logits = call(params, buffers, x_lnd[:, rows])
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, n_classes), y_n[rows].repeat(n_probes)) * n_probes
+            opt.zero_grad(set_to_none=False)
+            loss.backward()
+            opt.step()
+            schedule.step()
+
+
+# ------------------------------------------------------------------------------------ linear
+
+
+def linear(store, args: argparse.Namespace, n_threads: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    from sklearn.exceptions import ConvergenceWarning
+
+    split = make_splits(store.labels, store.splits, store.valid, class_names=store.class_names)[0]
     sites = list(store.sites.values())
-    out = []
-    for i, site in enumerate(sites):
-        first = int(round((i + 0.5) / len(sites) * (site.n_layers - length)))
-        out.append((site.name, list(range(max(0, first), min(site.n_layers, first + length)))))
-    return out
+    cs = SweepConfig(stores=(Path("x"),)).linear.cs
+
+    def ours(r: int) -> float:
+        site = sites[r % len(sites)]
+        cfg = _sweep_cfg(args, kinds=(vocab.LINEAR,), sites=(site.name,), threads=n_threads)
+        return timed(lambda: sweep_stores(cfg, [store])) / len(site.layer_names)
+
+    def theirs(r: int) -> float:
+        site = sites[r % len(sites)]
+        layer = (r * 5) % len(site.layer_names)
+        f = prepare_features(store.read_slabs(site.name, [layer]), store.labels, split)
+        x = [t[0].numpy() for t in (f.train, f.val, f.test)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return timed(lambda: sklearn_linear_probe(x[0], f.y_train.numpy(), x[1], f.y_val.numpy(), x[2], n_classes=len(store.class_names), cs=cs, max_iter=100))
+
+    rounds = run_rounds({"ours": ours, "sklearn": theirs}, args.pairs)
+    ratio = pair_ratios(rounds, "sklearn", "ours")
+    print(f"linear: batched L-BFGS {np.median(rounds['ours']):.3f} s/probe vs scikit-learn loop {np.median(rounds['sklearn']):.3f} s/probe ({len(cs)} C values)")
+    print(f"  {'linear_vs_b':<26} {ratio}")
+    return {"linear_vs_b": ratio.median}
 
 
-def _spread(store, k: int) -> list[tuple[str, int]]:  # type: ignore[no-untyped-def]
-    """``k`` (site, layer) pairs spread round-robin over the sites and evenly over depth."""
-    sites = list(store.sites.values())
-    picks = []
-    for i in range(k):
-        site = sites[i % len(sites)]
-        rank, per_site = i // len(sites), math.ceil(k / len(sites))
-        picks.append((site.name, int(round((rank + 0.5) / per_site * (site.n_layers - 1)))))
-    return sorted(set(picks))
+# ------------------------------------------------------------------------------------ accuracy
 
 
-def _accuracy(prob_pnc: torch.Tensor, y_n: torch.Tensor) -> float:
-    return float(classification_metrics(prob_pnc, y_n).accuracy[0])
+def _real_store(work: Path):  # type: ignore[no-untyped-def]
+    """A tiny real extraction: build_tiny llava over 180 synthetic ultrasound images (108 train rows)."""
+    from layerprobe.extract.config import ExtractConfig
+    from layerprobe.extract.runner import run_extract
+    from layerprobe.store import open_store
+    from layerprobe.testing import build_tiny
+    from layerprobe.testing.images import CANDIDATES, INSTRUCTION, make_dataset
+
+    data = make_dataset(work / "images", n_per_class=60, size=64)
+    model = build_tiny("llava", work / "models", hidden=256, n_layers=4, vision_layers=4, image_size=64)
+    out = run_extract(ExtractConfig(model=str(model), dataset=str(data), out=work / "real.zarr", prompt=INSTRUCTION,
+                                    candidates=CANDIDATES, batch_size=16, num_workers=0, progress=False, device="cpu"))  # fmt: skip
+    return open_store(out)
 
 
-def _fmt(values: list[float]) -> str:
-    return "[" + " ".join(f"{v:.3f}" for v in values) + "]"
+def accuracy_suite(args: argparse.Namespace) -> dict[str, float]:
+    deltas, spreads = [], []
+    with tempfile.TemporaryDirectory(prefix="probe-acc-") as tmp:
+        k = args.suite_scale
+        shapes = [(name if k == 1 else f"{name} (x{k:g})", synthetic_store(max(60, int(n * k)), max(16, int(d * k)), {"llm/image_mean": layers}, n_classes=c, peak=1.0))
+                  for name, n, c, d, layers in SUITE]  # fmt: skip
+        real = _real_store(Path(tmp))
+        shapes.append((f"real tiny llava, {int(0.6 * real.n_samples)} rows x {max(s.hidden for s in real.sites.values())}", real))
+        for name, store in shapes:
+            acc = {}
+            for preset in ("fast", "paper"):
+                frame = sweep_stores(_sweep_cfg(args, preset=preset, kinds=(vocab.MLP,), seeds=(0, 1)), [store])
+                acc[preset] = frame.filter(pl.col("kind") == vocab.MLP).sort("site", "layer", "seed").get_column("test_accuracy").to_numpy()
+            d = 100 * float(np.mean(np.abs(acc["fast"] - acc["paper"])))
+            seed_gap = 100 * float(np.mean(np.abs(acc["paper"][0::2] - acc["paper"][1::2])))
+            deltas.append(d)
+            spreads.append(seed_gap)
+            print(f"accuracy {name:<36} {len(acc['fast'])} probes: mean |fast - paper| {d:.2f} pt (paper seed 0 vs 1: {seed_gap:.2f} pt)")
+    mean = float(np.mean(deltas))
+    print(f"accuracy suite: mean |delta acc| over {len(deltas)} shapes {mean:.2f} pt (per shape {', '.join(f'{d:.2f}' for d in deltas)}); "
+          f"paper seed-to-seed {np.mean(spreads):.2f} pt")  # fmt: skip
+    return {"fast_dacc": mean}
+
+
+# ------------------------------------------------------------------------------------ thousands
+
+
+def thousands_child(args: argparse.Namespace) -> dict:
+    from layerprobe.probe.config import parse_memory
+
+    n, d = args.thousands_samples, args.thousands_hidden
+    store = synthetic_store(n, d, {"vision/mean": 30, "llm/image_mean": 30, "llm/final_token": 30})
+    rss_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    lrs = tuple(float(f"{1e-3 * 2 ** (k / 2 - 2):.3g}") for k in range(8))
+    cfg = _sweep_cfg(args, preset="fast", kinds=(vocab.MLP,), seeds=(0, 1, 2), lrs=lrs, max_memory=parse_memory(args.max_memory), threads=args.threads)
+    start = time.perf_counter()
+    frame = sweep_stores(cfg, [store])
+    wall = time.perf_counter() - start
+    rows = frame.filter(pl.col("kind") == vocab.MLP)
+    paper_cfg = _sweep_cfg(args, preset="paper", kinds=(vocab.MLP,), sites=("llm/image_mean",), layers="0:4", threads=args.threads)
+    start = time.perf_counter()
+    paper = sweep_stores(paper_cfg, [store]).filter(pl.col("kind") == vocab.MLP)
+    paper_wall = time.perf_counter() - start
+    n_train = int(rows.get_column("n_train")[0])
+    return {"probes": rows.height, "wall": wall, "paper_probes": paper.height, "paper_wall": paper_wall, "n_train": n_train,
+            "width": d, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "data_rss_mib": rss_data,
+            "failed": int((rows.get_column("status") != vocab.STATUS_OK).sum()),
+            "cuda_peak_mib": torch.cuda.max_memory_allocated() / (1 << 20) if torch.cuda.is_initialized() else None}  # fmt: skip
+
+
+def thousands(args: argparse.Namespace) -> dict[str, float]:
+    child = [sys.executable, __file__, "--child-thousands", "--thousands-samples", str(args.thousands_samples),
+             "--thousands-hidden", str(args.thousands_hidden), "--max-memory", args.max_memory, "--device", args.device]  # fmt: skip
+    if args.threads:
+        child += ["--threads", str(args.threads)]
+    proc = subprocess.run(child, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"thousands child failed:\n{proc.stderr[-3000:]}")
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    unit = r["n_train"] * r["width"]
+    fast_s_per_unit, paper_s_per_unit = r["wall"] / (r["probes"] * unit), r["paper_wall"] / (r["paper_probes"] * unit)
+    budget_units = PAPER_BUDGET["models"] * PAPER_BUDGET["seeds"] * sum(PAPER_BUDGET["train_rows"].values()) * sum(PAPER_BUDGET["widths"])
+    n_budget = PAPER_BUDGET["models"] * PAPER_BUDGET["seeds"] * len(PAPER_BUDGET["train_rows"]) * len(PAPER_BUDGET["widths"])
+    fast_min, paper_min = budget_units * fast_s_per_unit / 60, budget_units * paper_s_per_unit / 60
+    cuda_peak = "" if r["cuda_peak_mib"] is None else f", CUDA peak {r['cuda_peak_mib']:.0f} MiB allocated"
+    print(f"thousands: {r['probes']} fast probes (90 layers x 3 seeds x 8 lrs, {r['n_train']} train rows x {r['width']}) in {r['wall']:.1f}s = "
+          f"{r['probes'] / r['wall']:.1f} probes/s, {r['failed']} failed; peak RSS {r['peak_rss_mib']:.0f} MiB "
+          f"({r['data_rss_mib']:.0f} MiB with the store's data, before the sweep){cuda_peak} under --max-memory {args.max_memory}")  # fmt: skip
+    print(f"  paper preset sample: {r['paper_probes']} probes in {r['paper_wall']:.1f}s = {r['paper_probes'] / r['paper_wall']:.2f} probes/s")
+    print(f"  projected paper budget ({n_budget:,} MLP probes: 16 models x 3 datasets x 92 layers x 2 seeds, training cost ~ rows x width): "
+          f"fast preset {fast_min:.1f} min, paper preset {paper_min / 60:.1f} h on this machine")  # fmt: skip
+    return {"thousands_probes_per_s": r["probes"] / r["wall"], "budget_fast_min": fast_min, "budget_paper_h": paper_min / 60}
+
+
+# ------------------------------------------------------------------------------------ threads
+
+
+def threads_section(args: argparse.Namespace) -> dict[str, float]:
+    store = synthetic_store(150, 64, {"vision/mean": 4, "llm/image_mean": 4})
+    default = TORCH_DEFAULT_THREADS
+    chosen = sweep_threads(_sweep_cfg(args, preset="fast"), [store])
+
+    def sweep(threads: int | None):  # type: ignore[no-untyped-def]
+        cfg = _sweep_cfg(args, preset="fast", threads=threads)
+        return lambda r: timed(lambda: sweep_stores(cfg, [store]))
+
+    rounds = run_rounds({"auto": sweep(None), "one": sweep(1), "default": sweep(default)}, max(3, args.pairs))
+    vs_one, vs_default = pair_ratios(rounds, "one", "auto"), pair_ratios(rounds, "default", "auto")
+    print(f"threads: small sweep (150 x 64, 8 layers, fast MLP + linear): engine's choice {chosen[0]} ({chosen[1]}) "
+          f"{np.median(rounds['auto']):.2f}s, 1 thread {np.median(rounds['one']):.2f}s, torch default {default} {np.median(rounds['default']):.2f}s")  # fmt: skip
+    print(f"  {'threads_auto_vs_1':<26} {vs_one}\n  {'threads_auto_vs_default':<26} {vs_default}")
+    return {"threads_auto_vs_1": vs_one.median, "threads_auto_vs_default": vs_default.median}
 
 
 if __name__ == "__main__":

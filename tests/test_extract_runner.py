@@ -71,7 +71,7 @@ def llava(tiny_checkpoint) -> Path:
 def config(model: Path, dataset, out: Path, **kw) -> ExtractConfig:
     """The runner settings of these tests: blocks of 4 samples, batches of 3 (so some are short)."""
     base = dict(model=str(model), dataset=dataset if not isinstance(dataset, Path) else str(dataset), out=out,
-                batch_size=3, chunk_samples=4, num_workers=0, progress=False, prompt="What animal is this?")
+                batch_size=3, chunk_samples=4, num_workers=0, progress=False, prompt="What animal is this?", dtype="bfloat16")
     return ExtractConfig(**{**base, **kw})
 
 

@@ -41,7 +41,8 @@ def setup(tiny_checkpoint, tmp_path_factory):
 
 def _cli_args(model: Path, images: Path, out: Path) -> list[str]:
     return ["extract", "--model", str(model), "--dataset", str(images), "--out", str(out), "--batch-size", "3",
-            "--chunk-samples", "4", "--workers", "1", "--prompt", "What animal is this?", "--no-progress", "--json"]
+            "--chunk-samples", "4", "--workers", "1", "--prompt", "What animal is this?", "--no-progress", "--json",
+            "--dtype", "bfloat16"]  # as config() pins it: auto would differ between CPU kinds
 
 
 def _n_commits(out: Path) -> int:

@@ -81,6 +81,9 @@ COMPUTE_DTYPES: Final = (BFLOAT16, FLOAT16, FLOAT32)
 """dtypes a model can run in during extraction (activations are stored as bf16 bits either way)."""
 PROBE_DTYPES: Final = (AUTO, FLOAT32, BFLOAT16)
 """Matmul dtypes of the probe engine; ``auto`` picks by device."""
+EXTRACT_DTYPES: Final = (AUTO, *COMPUTE_DTYPES)
+"""What extraction (and fine-tuning) accept as ``dtype``: ``auto`` is resolved to a compute dtype
+before the model loads (``layerprobe.hardware.resolve_compute_dtype``); stores record the result."""
 
 # --- probe kinds and metrics ----------------------------------------------------------------------
 MLP: Final = "mlp"

@@ -75,8 +75,11 @@ def _parse_candidates(ctx: click.Context, param: click.Parameter, value: str | N
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0),
               help="Loader processes that decode and preprocess images (0 = in the main process). e.g. --workers 4")
 @click.option("--prefetch", default=2, show_default=True, type=click.IntRange(min=1), help="Batches each loader process prepares ahead. e.g. --prefetch 4")
-@click.option("--dtype", default=vocab.BFLOAT16, show_default=True, type=click.Choice(vocab.COMPUTE_DTYPES),
-              help="Compute dtype of the model (activations are stored as bf16 either way). e.g. --dtype float32")
+@click.option("--dtype", default=vocab.AUTO, show_default=True, type=click.Choice(vocab.EXTRACT_DTYPES),
+              help="Compute dtype of the model (activations are stored as bf16 either way). auto = bfloat16 where the device "
+                   "has native bf16 matmuls (CUDA >= 8.0, CPUs with AMX or AVX512-BF16), else float32 when the fp32 weights "
+                   "fit in half the free memory (else bfloat16, with a warning); the store records the choice and why. "
+                   "e.g. --dtype float32")
 @click.option("--device", default="auto", show_default=True, metavar="DEV", help="auto (CUDA if present), cpu, cuda or cuda:N. e.g. --device cuda:1")
 @click.option("--shard", callback=_parse_shard, metavar="K/N",
               help="Process only blocks k, k+n, k+2n, ... of the store; run n of these (any order, any machine) for one store. e.g. --shard 0/4")

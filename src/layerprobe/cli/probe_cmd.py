@@ -50,12 +50,14 @@ def _numbers(text: str | None, kind: type, flag: str) -> tuple | None:
 @click.option("--class-weight", default=vocab.CLASS_WEIGHT_NONE, show_default=True, type=click.Choice(vocab.CLASS_WEIGHTS), help="Class weighting of the loss.")
 @click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the stratified split when the store has no split column.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch threads for the sweep (default: sized from the problem and the cores free now; 1 for small problems on a busy machine).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (path, counts, seconds, per-site best layers) instead of text.")
 @click.option("--overwrite", is_flag=True, help="Replace an --out results table of another sweep, or discard an unfinished sweep with other settings.")
 def probe(
     stores: tuple[str, ...], out: str, sites: str | None, layers: str | None, kinds: str, seeds: str, preset: str,
     hidden: str | None, lrs: str | None, device: str, dtype: str, max_memory: str, kfold: int | None,
-    class_weight: str, split_seed: int, no_progress: bool, as_json: bool, overwrite: bool,
+    class_weight: str, split_seed: int, no_progress: bool, as_json: bool, overwrite: bool, threads: int | None = None,
 ) -> None:  # fmt: skip
     """Train probes on every (site, layer) of STORE... and write one results table.
 
@@ -78,7 +80,7 @@ def probe(
         seeds=_numbers(seeds, int, "--seeds") or (), preset=preset, hidden=_numbers(hidden, int, "--hidden"),
         lrs=_numbers(lrs, float, "--lr"), device=device, dtype=dtype, max_memory=parse_memory(max_memory),
         kfold=kfold, class_weight=class_weight, split_seed=split_seed, progress=not no_progress,
-        overwrite=overwrite,
+        overwrite=overwrite, threads=threads,
     )  # fmt: skip
     start = time.perf_counter()
     frame = run_sweep(cfg)

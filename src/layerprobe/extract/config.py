@@ -61,9 +61,12 @@ class ExtractConfig:
     """DataLoader worker processes that decode and preprocess images; 0 = in the main process."""
     prefetch: int = 2
     """Batches each worker prepares ahead of the forward pass."""
-    dtype: str = vocab.BFLOAT16
-    """Compute dtype of the model, by name (one of ``vocab.COMPUTE_DTYPES``; the store records it):
-    bf16 by default (1.6-2.3x faster than fp32 on CPUs with AMX)."""
+    dtype: str = vocab.AUTO
+    """Compute dtype of the model, by name: ``auto`` (default) or one of ``vocab.COMPUTE_DTYPES``.
+    ``auto`` is resolved by the runner before the model loads (``layerprobe.hardware``): bf16
+    where the device has native bf16 matmuls (1.6-2.3x faster than fp32 on CPUs with AMX), fp32
+    where bf16 is emulated (6x slower there) and the fp32 weights fit the memory budget. The store
+    records the resolved name (a resume compares it) and the reason."""
     device: torch.device | str = "auto"
     """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``, or a ``torch.device``;
     a string is parsed into a ``torch.device`` here."""
@@ -90,14 +93,17 @@ class ExtractConfig:
     unpickling can run code, so only for checkpoints from a source you trust."""
     force_adapter: bool = False
     """Apply ``adapter`` even when it records another base model or modules this model lacks."""
-    torch_dtype: torch.dtype = field(init=False, repr=False, compare=False)
-    """``dtype`` as the torch dtype the model runs in (set from ``dtype``, not given)."""
+    torch_dtype: torch.dtype | None = field(init=False, repr=False, compare=False)
+    """``dtype`` as the torch dtype the model runs in (set from ``dtype``, not given); None for
+    ``auto``, which depends on the checkpoint's size and is resolved by the runner."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
         if self.candidates is not None:
             object.__setattr__(self, "candidates", as_candidates(self.candidates))
-        object.__setattr__(self, "torch_dtype", compute_dtype(self.dtype))
+        if self.dtype not in vocab.EXTRACT_DTYPES:
+            raise ExtractError(f"dtype {self.dtype!r} is not supported; use one of {', '.join(vocab.EXTRACT_DTYPES)}")
+        object.__setattr__(self, "torch_dtype", None if self.dtype == vocab.AUTO else compute_dtype(self.dtype))
         for name, least in (("batch_size", 1), ("num_workers", 0), ("prefetch", 1)):
             if getattr(self, name) < least:
                 raise ExtractError(f"{name} must be at least {least}, got {getattr(self, name)}")

@@ -38,17 +38,18 @@ def _sources(cfg: ExtractConfig) -> dict[str, str | None]:
     return {"model_id": source_id(cfg.model), "adapter": None if cfg.adapter is None else source_id(cfg.adapter)}
 
 
-def check_loaded(loaded: LoadedModel, cfg: ExtractConfig) -> None:
-    """Refuse a loaded model other than the one ``cfg`` names (its source, adapter, dtype, revision)."""
+def check_loaded(loaded: LoadedModel, cfg: ExtractConfig, dtype: str | None = None) -> None:
+    """Refuse a loaded model other than the one ``cfg`` names (its source, adapter, dtype, revision);
+    ``dtype``: the resolved compute dtype (None = ``cfg.dtype``)."""
     from layerprobe.store.identity import first_difference
 
-    wanted = {**_sources(cfg), "compute_dtype": cfg.dtype, "model_revision": cfg.revision}
+    wanted = {**_sources(cfg), "compute_dtype": dtype or cfg.dtype, "model_revision": cfg.revision}
     diff = first_difference({name: getattr(loaded, name) for name in wanted}, wanted)
     if diff is not None:
         raise ExtractError(f"the loaded model has {diff.field}={diff.have!r} but the config asks for {diff.want!r}; load the model the config names")
 
 
-def refuse_other_run(cfg: ExtractConfig, manifest: Manifest, candidates: Sequence[str]) -> None:
+def refuse_other_run(cfg: ExtractConfig, manifest: Manifest, candidates: Sequence[str], dtype: str) -> None:
     """Refuse a rerun into a store made for another run, before the model is loaded.
 
     Only what is known without the model is compared here; ``StoreWriter.open`` checks every field
@@ -63,7 +64,7 @@ def refuse_other_run(cfg: ExtractConfig, manifest: Manifest, candidates: Sequenc
     check_same_run(open_store(cfg.out), {
         **_sources(cfg), **local_hashes(cfg.model, cfg.adapter, cfg.allow_pickle),
         "dataset_name": manifest.name, "manifest_sha256": manifest.sha256, "candidates": list(candidates),
-        "class_names": list(manifest.class_names), "compute_dtype": cfg.dtype,
+        "class_names": list(manifest.class_names), "compute_dtype": dtype,
     })
 
 

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from layerprobe import vocab
 from layerprobe.errors import ExtractError, LayerprobeError
 from layerprobe.extract.config import ExtractConfig
 from layerprobe.extract.data.datasets import resolve_dataset
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     import torch
 
     from layerprobe.extract.model.loading import LoadedModel
+    from layerprobe.hardware import ResolvedDtype
 
 _QUEUE_DEPTH = 4
 """Batches that may wait for the writer; bounds memory while absorbing slow disk moments."""
@@ -301,6 +303,36 @@ def _write(writer, start, acts, logits_nc, sha256, skipped_n, reasons) -> None:
     writer.write(start, acts, logits_nc, sha256, skipped_n, copy=False, skip_reasons=reasons)
 
 
+def _resolve_dtype(cfg: ExtractConfig, loaded: LoadedModel | None) -> ResolvedDtype:
+    """``cfg.dtype`` as a compute dtype (``auto``: by device and the checkpoint's fp32 size, read from
+    its safetensors headers before loading); a model passed in already runs in its own dtype."""
+    from layerprobe.hardware import ResolvedDtype, checkpoint_fp32_bytes, resolve_compute_dtype
+
+    if cfg.dtype == vocab.AUTO and loaded is not None:
+        return ResolvedDtype(loaded.compute_dtype, f"auto: the model passed in runs in {loaded.compute_dtype}")
+    weight_bytes = None
+    if cfg.dtype == vocab.AUTO:
+        from layerprobe.extract.model.loading import _local_folder  # the folder load_model will read
+
+        weight_bytes = checkpoint_fp32_bytes(_local_folder(str(cfg.model), cfg.revision))
+    resolved = resolve_compute_dtype(cfg.dtype, cfg.device, weight_bytes)
+    if cfg.progress:
+        print(f"{cfg.out.name}: compute dtype {resolved.name} ({resolved.reason})", file=sys.stderr)
+    return resolved
+
+
+def _task(cfg: ExtractConfig) -> tuple[Manifest, tuple[str, ...], str]:
+    """The dataset, its candidates (matched to classes by name, never by position) and the instruction."""
+    from layerprobe.extract.data.candidates import match_candidates
+
+    manifest = _manifest(cfg)
+    if cfg.candidates is not None:
+        candidates = match_candidates(manifest.class_names, cfg.candidates)
+    else:
+        candidates = tuple(manifest.candidates or manifest.class_names)
+    return manifest, candidates, cfg.prompt or manifest.instruction or default_instruction(candidates)
+
+
 def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Path:
     """Run (or resume) the extraction described by ``cfg``; return the store path.
 
@@ -312,27 +344,23 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
 
     from tqdm.auto import tqdm
 
-    from layerprobe.extract.model.adapters import get_adapter
     from layerprobe.extract.capture import Capturer
-    from layerprobe.extract.data.candidates import match_candidates
+    from layerprobe.extract.model.adapters import get_adapter
+    from layerprobe.extract.model.dtypes import compute_dtype
     from layerprobe.extract.model.loading import load_model
     from layerprobe.extract.model.prompt import candidate_token_ids, encode_batch, render_prompt
     from layerprobe.store import RunMeta, StoreWriter, open_store
 
-    manifest = _manifest(cfg)
-    if cfg.candidates is not None:
-        candidates = match_candidates(manifest.class_names, cfg.candidates)
-    else:
-        candidates = manifest.candidates or manifest.class_names
-    instruction = cfg.prompt or manifest.instruction or default_instruction(candidates)
-    refuse_other_run(cfg, manifest, candidates)
+    manifest, candidates, instruction = _task(cfg)
+    dtype = _resolve_dtype(cfg, loaded)
+    refuse_other_run(cfg, manifest, candidates, dtype.name)
     data_extra = check_images(manifest, allow_duplicate_images=cfg.allow_duplicate_images, dicom_frame=cfg.dicom_frame)
     if loaded is None:
-        loaded = load_model(cfg.model, dtype=cfg.torch_dtype, device=cfg.device, adapter=cfg.adapter,
+        loaded = load_model(cfg.model, dtype=cfg.torch_dtype or compute_dtype(dtype.name), device=cfg.device, adapter=cfg.adapter,
                             trust_remote_code=cfg.trust_remote_code, revision=cfg.revision, allow_pickle=cfg.allow_pickle,
                             force_adapter=cfg.force_adapter, progress=cfg.progress)
     else:
-        check_loaded(loaded, cfg)
+        check_loaded(loaded, cfg, dtype.name)
     adapter = get_adapter(loaded, site_spec=cfg.site_spec)
     token_ids = candidate_token_ids(loaded.processor, candidates)
     prompt = render_prompt(loaded.processor, instruction, plain_prompt=adapter.plain_prompt)
@@ -342,7 +370,8 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
         model_type=loaded.model_type, adapter=loaded.adapter, adapter_hash=loaded.adapter_hash,
         dataset_name=manifest.name, manifest_sha256=manifest.sha256, prompt_template=prompt,
         candidates=tuple(candidates), candidate_token_ids=token_ids, class_names=manifest.class_names,
-        compute_dtype=cfg.dtype, extra={"instruction": instruction, "batch_size": cfg.batch_size, "device": loaded.device, **data_extra},
+        compute_dtype=dtype.name, extra={"instruction": instruction, "batch_size": cfg.batch_size, "device": loaded.device,
+                                         "compute_dtype_reason": dtype.reason, **data_extra},
     )
     samples = manifest.sample_info()
     with StoreWriter.open(cfg.out, meta, capturer.site_specs(), samples, chunk_samples=cfg.chunk_samples, lock=cfg.shard) as writer:

@@ -209,6 +209,10 @@ class SweepConfig:
     """Allow replacing an ``out`` that holds the results table of another sweep, and discarding an
     unfinished sweep with other settings beside it (``<out>.partial/``). A rerun of the same sweep
     needs no ``overwrite``: it resumes (or, when finished, returns the table as it is)."""
+    threads: int | None = None
+    """torch threads during the sweep; None = sized from the work per step and the cores free now
+    (``layerprobe.probe.threads``: small problems on a busy machine get 1). torch's own count is
+    restored when the sweep ends."""
 
     def __post_init__(self) -> None:
         if not self.stores:
@@ -239,6 +243,8 @@ class SweepConfig:
             raise ProbeError(f"max_memory {self.max_memory} bytes is too small; give at least 64MB")
         if self.group_probes is not None and self.group_probes < 1:
             raise ProbeError("group_probes must be >= 1")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1):
+            raise ProbeError(f"threads={self.threads!r}: give a whole number >= 1, or None to size it from the problem")
         self._parse_values()
 
     def _parse_values(self) -> None:

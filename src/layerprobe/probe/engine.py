@@ -34,9 +34,9 @@ from typing import NamedTuple
 import torch
 
 from layerprobe import vocab
+from layerprobe.hardware import native_bf16
 from layerprobe.probe.config import ProbeSpec
 from layerprobe.probe.features import Features
-from layerprobe.probe.hardware import native_bf16
 from layerprobe.probe.optim import BatchedAdamW
 from layerprobe.probe.schedule import lr_factor, warmup_steps
 from layerprobe.probe.seeding import dropout_generator, epoch_orders, init_mlp

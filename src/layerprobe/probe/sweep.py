@@ -29,16 +29,17 @@ import polars as pl
 import torch
 
 from layerprobe import vocab
+from layerprobe.hardware import last_level_cache_bytes
 from layerprobe.probe.config import ProbeSpec, SweepConfig, params_json
 from layerprobe.probe.engine import Stream, matmul_dtype, train_mlp_group
 from layerprobe.probe.features import Features, balanced_class_weight, prepare_features
 from layerprobe.probe.grid import SitePlan, StorePlan, count_probes, layer_chunks, plan_stores, probes_per_layer, streams_per_group
-from layerprobe.probe.hardware import last_level_cache_bytes
 from layerprobe.probe.linear import fit_linear_group
 from layerprobe.probe.metrics import classification_metrics
-from layerprobe.probe.splits import Split
 from layerprobe.probe.output import SweepOutput
+from layerprobe.probe.splits import Split
 from layerprobe.probe.table import SCHEMA, Outcome, TableBuilder, metric_values
+from layerprobe.probe.threads import sized_threads
 
 if TYPE_CHECKING:
     from layerprobe.store.protocol import StoreLike
@@ -56,6 +57,7 @@ def run_sweep(cfg: SweepConfig) -> pl.DataFrame:
     return sweep_stores(cfg, [open_store(path) for path in cfg.stores])
 
 
+@sized_threads  # torch threads sized to the problem, restored after (probe/threads.py)
 def sweep_stores(cfg: SweepConfig, stores: list[StoreLike]) -> pl.DataFrame:
     """:func:`run_sweep` on stores already open (one per ``cfg.stores`` entry, same order), e.g.
     in-memory test stores."""

@@ -286,8 +286,13 @@ def _to_torch(bits: np.ndarray, dtype: Any, device: Any) -> Any:
         dtype = getattr(torch, dtype)
     if not dtype.is_floating_point:
         raise StoreError(f"dtype {dtype} is not a floating-point type; use torch.float32 or torch.bfloat16")
-    if torch.device(device).type != "cpu":
-        return bf16.bits_to_torch(bits).to(device).to(dtype)  # move the 2-byte form, convert on the device
+    target = torch.device(device)
+    if target.type == "cuda":
+        # Move the 2-byte form from pinned memory, asynchronously, and convert on the device (the
+        # conversion is queued behind the copy on the same stream; torch keeps the pinned buffer alive).
+        return bf16.bits_to_torch(bits).pin_memory().to(target, non_blocking=True).to(dtype)
+    if target.type != "cpu":
+        return bf16.bits_to_torch(bits).to(target).to(dtype)
     if dtype == torch.float32:
         return torch.from_numpy(bf16.to_float32(bits))
     tensor = bf16.bits_to_torch(bits)

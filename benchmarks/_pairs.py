@@ -1,0 +1,93 @@
+"""Timing that survives a drifting machine (issue 14, item 8), shared by the benchmarks.
+
+- Every ratio is the median of interleaved A/B pairs: baseline and candidate are timed one right
+  after the other on the same work, the order alternating between pairs (AB, BA, AB, ...), so a
+  slow minute slows both sides of a pair and a linear drift cancels. The spread (quartiles of the
+  pair ratios) is printed beside the median: two runs agree when their medians fall inside each
+  other's spread.
+- A "share of peak" divides by a peak measured right beside the timed work (a short GEMM timed
+  just after it), never by one measured minutes earlier.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+
+
+class Spread(NamedTuple):
+    """Median and quartiles of a sample of ratios."""
+
+    median: float
+    q1: float
+    q3: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.median:.2f} (IQR {self.q1:.2f}-{self.q3:.2f}, {self.n} pairs)"
+
+
+def spread(values: list[float]) -> Spread:
+    """Median and quartiles (inclusive method; with one value all three are it)."""
+    if len(values) == 1:
+        return Spread(values[0], values[0], values[0], 1)
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return Spread(statistics.median(values), q1, q3, len(values))
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Wall seconds of one call (CUDA work it queued included)."""
+    start = time.perf_counter()
+    fn()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def run_rounds(steps: dict[str, Callable[[int], float]], n_rounds: int) -> dict[str, list[float]]:
+    """Each round calls every step once (``step(round) -> seconds per unit of work``), forwards in
+    even rounds and backwards in odd ones; returns each step's per-round values."""
+    names = list(steps)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(n_rounds):
+        for name in names if r % 2 == 0 else reversed(names):
+            out[name].append(steps[name](r))
+    return out
+
+
+def pair_ratios(rounds: dict[str, list[float]], baseline: str, candidate: str) -> Spread:
+    """Spread of baseline/candidate seconds-per-unit, pair by pair (= candidate speed-up)."""
+    return spread([b / c for b, c in zip(rounds[baseline], rounds[candidate])])
+
+
+def gemm_gflops(dtype: torch.dtype, device: str | torch.device = "cpu", seconds: float = 0.3, size: int = 2048) -> float:
+    """Best GFLOP/s of a ``size``-square GEMM over ``seconds``: the peak measured beside timed work."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    a @ b
+    sync()
+    best, end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def copy_gbps(device: str | torch.device = "cpu", seconds: float = 0.3, n_bytes: int = 256 << 20) -> float:
+    """Copy bandwidth (bytes read + written per second, GB/s), measured beside timed work."""
+    src = torch.ones(n_bytes // 4, device=device)
+    dst = torch.empty_like(src)
+    best, end = float("inf"), time.perf_counter() + seconds
+    dst.copy_(src)
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n_bytes / best / 1e9
