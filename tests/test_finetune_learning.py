@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-pytestmark = pytest.mark.slow  # ~40 s for the three seeds on a shared 2-core machine
 import torch
 
 from layerprobe.extract.config import ExtractConfig
@@ -38,6 +36,7 @@ from layerprobe.store import open_store
 from layerprobe.testing.easy import EASY_CANDIDATES, EASY_INSTRUCTION, make_easy_dataset
 
 torch.set_num_threads(1)
+pytestmark = pytest.mark.slow  # ~40 s for the three seeds on a shared 2-core machine
 
 THRESHOLD = 0.75
 """Least test accuracy after fine-tuning (measured: 0.92-1.00; chance 0.5)."""
