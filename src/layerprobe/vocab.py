@@ -92,7 +92,9 @@ MODEL_KIND: Final = "model"
 """``kind`` of the row that scores the model's own answer (P_final)."""
 PROBE_KINDS: Final = (MLP, LINEAR)
 """Kinds of trained probe."""
-RESULT_KINDS: Final = (*PROBE_KINDS, MODEL_KIND)
+VISION_CE: Final = "vision_ce"
+"""``kind`` of a row scoring the vision tower fine-tuned with a pooled cross-entropy head (Table 3's baseline)."""
+RESULT_KINDS: Final = (*PROBE_KINDS, MODEL_KIND, VISION_CE)
 """Every ``kind`` a results table may hold."""
 
 METRICS: Final = ("accuracy", "f1", "precision", "recall", "auc")
@@ -171,6 +173,10 @@ KEEP_LAST: Final = "last"
 KEEP_BEST: Final = "best"
 KEEP_MODES: Final = (KEEP_LAST, KEEP_BEST)
 """Which adapter a fine-tuning run keeps: the last epoch's, or the best on val (accuracy, then loss)."""
+VISION_CE_TOWER_MODES: Final = (LORA, FULL)
+"""How the vision-tower CE baseline trains the tower: LoRA in its Linears, or every tower weight."""
+VISION_CE_HEADS: Final = (LINEAR, MLP)
+"""The vision-tower CE baseline's head on the pooled last block: one Linear, or Linear-ReLU-Linear."""
 
 
 # --- study arms (the fine-tuning arm's tables, the study command) ------------------------------------

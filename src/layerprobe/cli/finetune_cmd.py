@@ -43,11 +43,19 @@ from layerprobe.cli.extract_cmd import _parse_candidates  # the same --candidate
 @click.option("--save-steps", default=100, show_default=True, type=click.IntRange(min=1), help="A resumable checkpoint every N optimizer steps.")
 @click.option("--gradient-checkpointing", is_flag=True, help="Recompute activations in the backward pass (less memory, slower).")
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0), help="Loader processes decoding images (0 = main process).")
+@click.option("--vision-ce", is_flag=True,
+              help="Instead of LoRA SFT: train the vision tower + a pooled head with cross-entropy (Table 3's baseline) and write "
+                   "its test metrics as one results-table row (kind vision_ce) to --out, a new .parquet.")
+@click.option("--ce-tower", default=vocab.LORA, show_default=True, type=click.Choice(vocab.VISION_CE_TOWER_MODES),
+              help="With --vision-ce: lora (LoRA in the tower's Linears, r/alpha/dropout from --lora-*) or full (every tower weight).")
+@click.option("--ce-head", default=vocab.LINEAR, show_default=True, type=click.Choice(vocab.VISION_CE_HEADS),
+              help="With --vision-ce: the head on the mean-pooled last vision block (linear, or mlp = Linear-ReLU-Linear).")
+@click.option("--ce-head-hidden", default=256, show_default=True, type=click.IntRange(min=1), help="With --vision-ce --ce-head mlp: hidden units.")
 @click.option("--json", "as_json", is_flag=True, help="Print a one-line JSON summary on stdout instead of text.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def finetune(model, revision, trust_remote_code, site_spec, dataset, prompt, candidates, out, vision_tower, connector, lora_r,
              lora_alpha, lora_dropout, learning_rate, warmup_ratio, epochs, max_steps, batch_size, grad_accum, seed, dtype, device,
-             keep, save_steps, gradient_checkpointing, workers, as_json, no_progress):
+             keep, save_steps, gradient_checkpointing, workers, vision_ce, ce_tower, ce_head, ce_head_hidden, as_json, no_progress):
     """LoRA-fine-tune an MLLM on a labelled image set (the study's SFT step) into a peft adapter folder.
 
     \b
@@ -59,7 +67,25 @@ def finetune(model, revision, trust_remote_code, site_spec, dataset, prompt, can
       layerprobe finetune --model ./medgemma --dataset busi:/data/BUSI --out lora/busi
       layerprobe finetune --model ./medgemma --dataset busi:/data/BUSI --vision-tower frozen --out lora/busi-frozen
       layerprobe extract --model ./medgemma --adapter lora/busi --dataset busi:/data/BUSI --out runs/medgemma-busi-sft.zarr
+    \b
+    With --vision-ce, the vision-tower CE baseline instead: the model's own vision tower (--ce-tower lora|full)
+    and a head on its last block, mean-pooled per image as vision/mean pools it, trained with cross-entropy
+    on the same splits (same optimiser flags); --out is a new .parquet holding one results row (kind vision_ce)
+    that fhs and report load beside probe tables. The SFT-only flags (--vision-tower, --connector,
+    --grad-accum, --max-steps, --save-steps, --gradient-checkpointing) are refused with it.
+      layerprobe finetune --vision-ce --model ./medgemma --dataset busi:/data/BUSI --out results/busi-vision-ce.parquet
     """
+    if vision_ce or _given(_CE_ONLY):
+        if not vision_ce:
+            raise click.UsageError(f"{', '.join(_flags(_given(_CE_ONLY)))} only apply with --vision-ce")
+        if _given(_SFT_ONLY):
+            raise click.UsageError(f"{', '.join(_flags(_given(_SFT_ONLY)))} do not apply to --vision-ce (they are LoRA SFT settings)")
+        _run_vision_ce(dict(model=model, dataset=dataset, out=out, prompt=prompt, candidates=candidates, revision=revision,
+                            trust_remote_code=trust_remote_code, site_spec=site_spec, tower=ce_tower, head=ce_head, head_hidden=ce_head_hidden,
+                            lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, learning_rate=learning_rate,
+                            warmup_ratio=warmup_ratio, epochs=epochs, batch_size=batch_size, seed=seed, device=device,
+                            dtype=dtype, keep=keep, num_workers=workers, progress=not no_progress), as_json)
+        return
     from layerprobe.finetune.config import FinetuneConfig
     from layerprobe.finetune.output import METADATA_FILE
     from layerprobe.finetune.run import run_finetune
@@ -82,3 +108,40 @@ def finetune(model, revision, trust_remote_code, site_spec, dataset, prompt, can
         return
     click.echo(f"{path}: adapter after {summary['steps']} steps ({keep}); val accuracy {summary['val_accuracy']}, "
                f"val loss {summary['val_loss']}; {summary['seconds']:.1f} s")
+
+
+_SFT_ONLY = ("vision_tower", "connector", "grad_accum", "max_steps", "save_steps", "gradient_checkpointing")
+"""Parameters of LoRA SFT that the vision-CE baseline has no use for (refused, never ignored)."""
+_CE_ONLY = ("ce_tower", "ce_head", "ce_head_hidden")
+
+
+def _given(names: tuple[str, ...]) -> list[str]:
+    """The parameters among ``names`` the user set on the command line (not left at their default)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    return [n for n in names if ctx.get_parameter_source(n) not in (ParameterSource.DEFAULT, None)]
+
+
+def _flags(names: list[str]) -> list[str]:
+    return ["--" + n.replace("_", "-") for n in names]
+
+
+def _run_vision_ce(settings: dict, as_json: bool) -> None:
+    import polars as pl
+
+    from layerprobe.finetune.vision_ce import run_vision_ce
+    from layerprobe.finetune.vision_ce_config import VisionCEConfig
+
+    started = time.perf_counter()
+    path = run_vision_ce(VisionCEConfig(**settings))
+    row = pl.read_parquet(path).row(0, named=True)
+    summary = {"results": str(path), "run_id": row["run_id"], "kind": row["kind"], "layer_name": row["layer_name"],
+               "best_epoch": row["best_epoch"], "val_accuracy": row[f"val_{vocab.ACCURACY}"], "test_accuracy": row[f"test_{vocab.ACCURACY}"],
+               "seconds": round(time.perf_counter() - started, 3)}
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    click.echo(f"{path}: vision-CE {settings['tower']} tower + {settings['head']} head on {row['layer_name']}; "
+               f"test accuracy {summary['test_accuracy']:.4f}, val accuracy {summary['val_accuracy']:.4f} (epoch {row['best_epoch']}); "
+               f"{summary['seconds']:.1f} s")
