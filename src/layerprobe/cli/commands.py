@@ -14,6 +14,7 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     "store_cmd": ("info", "verify"),
     "models_cmd": ("models",),
     "demo_cmd": ("demo",),
+    "study_cmd": ("study",),
 }
 
 
