@@ -1,15 +1,17 @@
 """The Ray engine: steps as Ray tasks with resource requests; Ray schedules, places and retries them.
 
-- Every step of the plan is submitted at once; a step's task takes its inputs' outcome refs as
-  arguments, so Ray starts it when they are ready (no scheduler of ours).
+- The driver submits a step's tasks as soon as its inputs are done and collects results with
+  ``ray.wait``; Ray decides where and when each task runs from its resource request, and retries
+  it when its worker dies. The driver itself only does what takes milliseconds (open a store's
+  metadata, merge tables), so no worker process is spent waiting on others.
 - Extraction: ``n`` shard tasks (``ExtractConfig.shard = (k, n)``: block-aligned, so shards never
-  touch one chunk), each resuming the one store on the shared filesystem, then a finish task
-  (store complete, ``samples.parquet``). Each shard asks for the model's GPUs when the cluster has
-  GPUs, else ``[extract] cpus``. A shard whose worker dies is retried by Ray (``max_retries``); the
-  retry resumes the store, whose commit records make sure a block is committed once.
-- Probes: one task per store opens it and fans out one task per (site, run of layers) with
-  ``[probe] cpus`` each; their tables are merged (one model row, checked by ``layerprobe.results``)
-  into the table a single sweep writes.
+  touch one chunk), each resuming the one store on the shared filesystem; then the driver checks
+  the store is complete and writes ``samples.parquet`` if no shard did. Each shard asks for the
+  model's GPUs when the cluster has GPUs, else ``[extract] cpus``. A shard whose worker dies is
+  retried by Ray (``max_retries``); the retry resumes the store, whose commit records make sure a
+  block is committed once.
+- Probes: one task per (site, run of layers) of the store, ``[probe] cpus`` each; their tables are
+  merged (one model row, checked by ``layerprobe.results``) into the table one sweep writes.
 - zarr-python runs an asyncio thread, so image-decoding workers inside a task are spawned, not
   forked (Ray workers are processes of their own already).
 """
@@ -21,7 +23,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import ray
 
@@ -77,90 +79,109 @@ class RayEngine:
         self.fault = fault_marker()
 
     def run(self, steps: Sequence[Step], started: Started, finished: Finished) -> None:
-        refs: dict[str, Any] = {}
-        for step in steps:
-            refs[step.id] = self._submit(step, [refs[d] for d in step.deps if d in refs])
-        waiting = {ref: step_id for step_id, ref in refs.items()}
-        deps = {s.id: [d for d in s.deps if d in refs] for s in steps}
-        done: set[str] = set()
-        announced: set[str] = set()
-        while waiting:
-            for s in steps:
-                if s.id not in announced and s.id not in done and all(d in done for d in deps[s.id]):
-                    announced.add(s.id)
-                    started(s.id)
-            ready, _ = ray.wait(list(waiting), num_returns=1)
-            step_id = waiting.pop(ready[0])
-            try:
-                outcome = ray.get(ready[0])
-            except Exception as err:  # noqa: BLE001 -- retries exhausted, or a task's own bug
-                outcome = Outcome(step_id, vocab.STATE_FAILED, one_line(getattr(err, "cause", None) or err))
-            done.add(step_id)
+        known = {s.id for s in steps}
+        waiting = list(steps)
+        outcomes: dict[str, Outcome] = {}
+        jobs: dict[str, _Job] = {}
+
+        def end(outcome: Outcome) -> None:
+            outcomes[outcome.step_id] = outcome
             finished(outcome)
 
-    def _submit(self, step: Step, inputs: list[Any]) -> Any:
+        while waiting or jobs:
+            for step in [s for s in waiting if all(d in outcomes for d in s.deps if d in known)]:
+                waiting.remove(step)
+                stop = blocked(step, [outcomes[d] for d in step.deps if d in known])
+                if stop is not None:
+                    end(stop)
+                    continue
+                started(step.id)
+                try:
+                    jobs[step.id] = _Job(step, self._launch(step), time.perf_counter())
+                except Exception as err:  # noqa: BLE001 -- e.g. the store to probe cannot be opened
+                    end(Outcome(step.id, vocab.STATE_FAILED, one_line(err)))
+            if not jobs:
+                continue
+            flying = {ref: job for job in jobs.values() for ref in job.refs if ref not in job.results}
+            ready, _ = ray.wait(list(flying), num_returns=1)
+            job = flying[ready[0]]
+            job.results[ready[0]] = _result(ready[0])
+            if len(job.results) == len(job.refs):
+                del jobs[job.step.id]
+                end(job.complete())
+
+    def _launch(self, step: Step) -> list[Any]:
         gpus = step.gpus() if self.has_gpus else 0
         cpus = step.cpus(self.settings)
         if isinstance(step, ExtractStep):
             n = min(self.parts, step.n_blocks)
             shard = _extract_shard.options(num_cpus=cpus, num_gpus=gpus, max_retries=MAX_RETRIES)
-            shards = [shard.remote(step, k, n, self.fault, *inputs) for k in range(n)]
-            return _extract_finish.options(num_cpus=0, max_retries=MAX_RETRIES).remote(step, *shards)
+            return [shard.remote(step, k, n, self.fault) for k in range(n)]
         if isinstance(step, ProbeStep):
-            return _probe.options(num_cpus=0, max_retries=MAX_RETRIES).remote(step, self.parts, cpus, *inputs)
-        return _step.options(num_cpus=cpus, num_gpus=gpus, max_retries=MAX_RETRIES).remote(step, *inputs)
+            part = _probe_part.options(num_cpus=cpus, max_retries=MAX_RETRIES)
+            return [part.remote(cfg) for cfg in step.part_configs(self.parts)]
+        return [_step.options(num_cpus=cpus, num_gpus=gpus, max_retries=MAX_RETRIES).remote(step)]
 
     def close(self) -> None:
         if self.owned:
             ray.shutdown()
 
 
-@ray.remote
-def _step(step: Step, *inputs: Outcome) -> Outcome:
-    return execute(step, inputs)
+def _result(ref: Any) -> Any:
+    """A task's return value, or the one-line error of a task that failed past its retries."""
+    try:
+        return ray.get(ref)
+    except Exception as err:  # noqa: BLE001 -- retries exhausted, or a bug in the task
+        return _Failure(one_line(getattr(err, "cause", None) or err))
+
+
+class _Failure(NamedTuple):
+    error: str
+
+
+class _Job:
+    """The tasks of one step in flight, and how their results make the step's outcome."""
+
+    def __init__(self, step: Step, refs: list[Any], start: float) -> None:
+        self.step, self.refs, self.start = step, refs, start
+        self.results: dict[Any, Any] = {}
+
+    def complete(self) -> Outcome:
+        values = [self.results[r] for r in self.refs]
+        failure = next((v.error for v in values if isinstance(v, _Failure)), None)
+        failure = failure or next((e for v in values if isinstance(v, tuple) and (e := v[1]) is not None), None)
+        if failure is not None:
+            return Outcome(self.step.id, vocab.STATE_FAILED, failure, time.perf_counter() - self.start)
+        if isinstance(self.step, ExtractStep):
+            outcome = execute(self.step, (), work=self.step.finish)
+        elif isinstance(self.step, ProbeStep):
+            outcome = execute(self.step, (), work=lambda: self.step.merge([frame for frame, _ in values]))
+        else:
+            return values[0]
+        return replace(outcome, seconds=time.perf_counter() - self.start)
 
 
 @ray.remote
-def _extract_shard(step: ExtractStep, k: int, n: int, fault: str | None, *inputs: Outcome) -> Outcome | float:
-    """Seconds taken when shard ``k`` of ``n`` wrote its blocks, else how it ended."""
-    stop = blocked(step, inputs)
-    if stop is not None:
-        return stop
+def _step(step: Step) -> Outcome:
+    return execute(step)
+
+
+@ray.remote
+def _extract_shard(step: ExtractStep, k: int, n: int, fault: str | None) -> tuple[None, str | None]:
+    """Write blocks ``k, k+n, ...`` of the step's store; ``(None, error or None)``."""
     if step.settings.num_workers > 0:
         multiprocessing.set_start_method("spawn", force=True)
-    start = time.perf_counter()
     try:
         with exit_once_after_commit(fault, step.out):
             step.run_shard(k, n)
     except Exception as err:  # noqa: BLE001 -- recorded as the step's error
-        return Outcome(step.id, vocab.STATE_FAILED, f"shard {k}/{n}: {one_line(err)}", time.perf_counter() - start)
-    return time.perf_counter() - start
-
-
-@ray.remote
-def _extract_finish(step: ExtractStep, *shards: Outcome | float) -> Outcome:
-    for shard in shards:
-        if isinstance(shard, Outcome):
-            return shard
-    outcome = execute(step, (), work=step.finish)
-    return replace(outcome, seconds=outcome.seconds + max(shards, default=0.0))
-
-
-@ray.remote
-def _probe(step: ProbeStep, n_parts: int, cpus: float, *inputs: Outcome) -> Outcome:
-    def in_parts() -> None:
-        parts = step.part_configs(n_parts)
-        results = ray.get([_probe_part.options(num_cpus=cpus, max_retries=MAX_RETRIES).remote(c) for c in parts])
-        errors = [e for _, e in results if e is not None]
-        if errors:
-            raise StudyError(errors[0])
-        step.merge([frame for frame, _ in results])
-
-    return execute(step, inputs, work=in_parts)
+        return None, f"shard {k}/{n}: {one_line(err)}"
+    return None, None
 
 
 @ray.remote
 def _probe_part(cfg: Any) -> tuple[Any, str | None]:
+    """One part of a probe sweep: ``(its table, None)`` or ``(None, error)``."""
     from layerprobe.probe.sweep import run_sweep
 
     try:
