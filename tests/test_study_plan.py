@@ -180,3 +180,20 @@ def test_probe_parts_merge_into_the_single_sweep_table(tiny_study):
     key = list(vocab.PROBE_KEY)
     a, b = (pl.read_parquet(p).drop("train_seconds").sort(key) for p in (probe.out, merged.out))
     assert a.equals(b)
+
+
+def test_an_interrupted_extraction_resumes_its_store_to_the_same_bytes(tiny_study):
+    from test_store_bytes_golden import store_digest
+
+    from layerprobe.store import open_store
+
+    reference = run_study(variant(tiny_study, "whole.toml", out="whole-out"), echo=None)
+    study = variant(tiny_study, "resume.toml", out="resume-out")
+    extract = next(s for s in plan_study(load_study(study)).steps if s.kind == vocab.STEP_EXTRACT)
+    extract.run_shard(0, 2)  # half the blocks, as a run stopped part-way leaves them
+    committed = open_store(extract.out).committed
+    assert committed.any() and not committed.all()
+    result = run_study(study, echo=None)
+    assert set(result.states.values()) == {vocab.STATE_DONE}
+    whole = next(s for s in reference.plan.steps if s.id == extract.id)
+    assert store_digest(extract.out) == store_digest(whole.out)
