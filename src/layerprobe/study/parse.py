@@ -32,6 +32,7 @@ _REPORT = ("title", "html")
 _PROBE_RUNTIME = ("stores", "out", "progress")
 """SweepConfig fields a study sets itself (never given in ``[probe]``)."""
 _RECIPE = re.compile(r"^([A-Za-z][\w.-]+):(.+)$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _LABEL = re.compile(r"[^A-Za-z0-9._-]+")
 PLACEHOLDER_STORE = Path("<each probe step's store>")
 """The store in ``Study.probe`` (a template; each probe step replaces it)."""
@@ -63,7 +64,7 @@ def load_study(path: str | Path) -> Study:
     return Study(
         path=path, name=str(head.get("name", path.stem)), out=r.path(head.get("out", f"{path.stem}-out")),
         models=models, datasets=datasets, arms=arms, extract=r.extract(r.table(doc, "extract")),
-        probe=r.probe(probe_table), fhs=r.fhs(r.table(doc, "fhs")), run=run,
+        probe=r.probe(probe_table), probe_device=str(probe_table.get("device", "cpu")), fhs=r.fhs(r.table(doc, "fhs")), run=run,
     )  # fmt: skip
 
 
@@ -179,14 +180,17 @@ class _Reader:
 
         known = [f.name for f in fields(SweepConfig) if f.init and f.name not in _PROBE_RUNTIME]
         self.keys(table, (*known, "cpus"), "[probe]")
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items() if k != "cpus"}
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items() if k not in ("cpus", "device")}
+        if not _DEVICE.match(str(table.get("device", "cpu"))):
+            raise self.fail(f"[probe] device {table['device']!r} is not auto, cpu, cuda or cuda:N")
         try:
             if "linear" in kwargs:
                 self.keys(kwargs["linear"], tuple(f.name for f in fields(LinearSpec)), "[probe.linear]")
                 kwargs["linear"] = LinearSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs["linear"].items()})
             if "max_memory" in kwargs:
                 kwargs["max_memory"] = parse_memory(kwargs["max_memory"])
-            return SweepConfig(stores=(PLACEHOLDER_STORE,), progress=False, **kwargs)
+            # device is parsed where each sweep runs (ProbeStep.device): this machine may have no GPU
+            return SweepConfig(stores=(PLACEHOLDER_STORE,), progress=False, device="cpu", **kwargs)
         except LayerprobeError as err:
             raise self.fail(f"[probe]: {err}") from None
         except TypeError as err:

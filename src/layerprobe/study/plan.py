@@ -60,7 +60,7 @@ def plan_study(study: Study) -> Plan:
     """Expand ``study`` into its steps (resolving every model and dataset: errors come now)."""
     models = [(m, model_identity(m, study.out), model_shape(m)) for m in study.models]
     datasets = [(d, dataset_info(d)) for d in study.datasets]
-    probe_settings = settings_of(study.probe, skip=("stores", "out", "progress"))
+    probe_settings = {**settings_of(study.probe, skip=("stores", "out", "progress")), "device": study.probe_device}
     fhs_settings = settings_of(study.fhs)
     steps: list[Step] = []
     tables: dict[str, list[ProbeStep]] = {}
@@ -108,7 +108,7 @@ def _chain(study: Study, m: ModelEntry, identity: str, shape: ModelShape, d: Dat
                           adapter=out[0].out if out else None, n_gpus=n_gpus, n_blocks=_n_blocks(study, shape, info))  # fmt: skip
     key = digest({"kind": vocab.STEP_PROBE, "store": extract.key, "probe": probe_settings})
     probe = ProbeStep(label, key, study.out / "probes" / f"{slug}-{key}.parquet", (extract.id,), _probe_rows(study, shape) * _ROW_BYTES,
-                      store=extract.out, sweep=study.probe)  # fmt: skip
+                      store=extract.out, sweep=study.probe, device=study.probe_device)  # fmt: skip
     return [*out, extract, probe]
 
 

@@ -122,5 +122,7 @@ class Study:
     extract: ExtractSettings
     probe: SweepConfig
     """The probe grid as a sweep config whose ``stores`` is a placeholder (each probe step fills it)."""
+    probe_device: str
+    """``[probe] device`` as written (``auto`` is resolved where each probe runs, not here)."""
     fhs: FHSConfig
     run: RunSettings = RunSettings()

@@ -132,11 +132,13 @@ class ProbeStep(Step):
     store: Path = Path()
     sweep: SweepConfig = None  # type: ignore[assignment]
     """The study's probe grid (its ``stores`` a placeholder)."""
+    device: str = "cpu"
+    """``[probe] device`` as written, parsed where the sweep runs (``auto`` = that machine's CUDA)."""
 
     def config(self, out: Path | None = None, **changes: Any) -> SweepConfig:
         from dataclasses import replace
 
-        return replace(self.sweep, stores=(self.store,), out=out, **changes)
+        return replace(self.sweep, stores=(self.store,), out=out, device=self.device, **changes)
 
     def run(self) -> list[str]:
         from layerprobe.probe.sweep import run_sweep
