@@ -179,13 +179,36 @@ VISION_CE_HEADS: Final = (LINEAR, MLP)
 """The vision-tower CE baseline's head on the pooled last block: one Linear, or Linear-ReLU-Linear."""
 
 
-# --- study arms (the fine-tuning arm's tables, the study command) ------------------------------------
+# --- studies (``layerprobe study``): engines, step kinds, arms, step states ------------------------
+ENGINE_LOCAL: Final = "local"
+"""Run the study's steps one at a time in this process (the default)."""
+ENGINE_RAY: Final = "ray"
+"""Run the study's steps as Ray tasks (a local Ray instance, or an existing cluster)."""
+ENGINES: Final = (ENGINE_LOCAL, ENGINE_RAY)
+
+STEP_FINETUNE: Final = "finetune"
+STEP_EXTRACT: Final = "extract"
+STEP_PROBE: Final = "probe"
+STEP_FHS: Final = "fhs"
+STEP_REPORT: Final = "report"
+STEP_KINDS: Final = (STEP_FINETUNE, STEP_EXTRACT, STEP_PROBE, STEP_FHS, STEP_REPORT)
+"""Kinds of study step, in the order data flows through them."""
+
 ARM_BASE: Final = "base"
-"""The model as released (no adapter)."""
+"""The model as released: no fine-tuning."""
 ARM_SFT_FROZEN: Final = "sft-frozen"
-"""LoRA SFT with the vision tower frozen."""
+"""LoRA SFT on the dataset with the vision tower frozen."""
 ARM_SFT_LORA: Final = "sft-lora"
-"""LoRA SFT with the vision tower adapted too (the paper's main SFT runs)."""
+"""LoRA SFT on the dataset with the vision tower adapted too."""
 ARM_VISION_CE: Final = "vision-ce"
-"""The model's vision tower trained with cross-entropy (Table 3's "Vision Tower SFT")."""
+"""The vision tower trained with a cross-entropy head (``finetune --vision-ce``; Table 3's "Vision Tower SFT")."""
 ARMS: Final = (ARM_BASE, ARM_SFT_FROZEN, ARM_SFT_LORA, ARM_VISION_CE)
+"""The study's arms (paper sec. 3.2), in the order its tables list them."""
+
+STATE_DONE: Final = "done"
+STATE_PENDING: Final = "pending"
+STATE_RUNNING: Final = "running"
+STATE_FAILED: Final = "failed"
+STATE_BLOCKED: Final = "blocked"
+"""A step not run because a step it needs failed."""
+STEP_STATES: Final = (STATE_DONE, STATE_PENDING, STATE_RUNNING, STATE_FAILED, STATE_BLOCKED)

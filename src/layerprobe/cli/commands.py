@@ -15,6 +15,7 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     "models_cmd": ("models",),
     "finetune_cmd": ("finetune",),
     "demo_cmd": ("demo",),
+    "study_cmd": ("study",),
 }
 
 
