@@ -25,6 +25,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/store_io.py
 	$(BIN)/python benchmarks/probe_throughput.py
 	$(BIN)/python benchmarks/extract_throughput.py
+	$(BIN)/python benchmarks/finetune_throughput.py
+	$(BIN)/python benchmarks/study_overhead.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
