@@ -37,6 +37,20 @@ ANSWER_SITE: Final = "answer_logits"
 """The model's own answer: ``(sample, candidate)`` logits; the ``site`` of ``kind = "model"`` rows."""
 ANSWER_LAYER_NAME: Final = "answer"
 """``layer_name`` of the model's answer rows (its ``layer`` is 0)."""
+ANSWER_TEXT_SITE: Final = "answer_text"
+"""The model's generated answer parsed to a candidate (``layerprobe.answers.parse_answer``): the
+``site`` of the second ``kind = "model"`` row of stores extracted with ``answer_tokens > 0``. Not
+a site of the store (not in ``SITES``): its per-sample array is ``samples/answer_text``."""
+GENERATED_LAYER_NAME: Final = "generated"
+"""``layer_name`` of the generated-answer rows (their ``layer`` is 0)."""
+P_FINAL_AUTO: Final = "auto"
+P_FINAL_GENERATED: Final = "generated"
+P_FINAL_FORCED: Final = "forced"
+P_FINAL_KINDS: Final = (P_FINAL_AUTO, P_FINAL_GENERATED, P_FINAL_FORCED)
+"""Which P_final a profile uses: ``generated`` (the parsed generated answer, the paper's), ``forced``
+(argmax over the candidates' first-token logits), or ``auto`` (generated where the run has it)."""
+P_FINAL_SITES: Final = {P_FINAL_GENERATED: ANSWER_TEXT_SITE, P_FINAL_FORCED: ANSWER_SITE}
+"""The model row's ``site`` of each concrete P_final kind."""
 
 # --- layer names ----------------------------------------------------------------------------------
 EMBED: Final = "embed"

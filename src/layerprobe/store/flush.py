@@ -79,9 +79,13 @@ class BlockFlusher:
         return digest
 
     def _write_encoded(self, block: Block, a: ArrayPlan, layer: int) -> str:
-        """Encode and write one site chunk as its own file; return the checksum of its stored bytes."""
+        """Encode and write one chunk (a compressed site's, or a string column's) as its own file;
+        return the checksum of its stored bytes."""
         path = self.path / a.chunk_key(layer, block.index)
-        chunk = np.concatenate([rows[layer:layer + 1] for _, rows in block.pieces[a.path]], axis=1)
+        if a.sample_axis == 0:  # a per-sample column (the generated answers): the block's buffer is the chunk
+            chunk = block.buffers[a.path]
+        else:
+            chunk = np.concatenate([rows[layer:layer + 1] for _, rows in block.pieces[a.path]], axis=1)
         stored = chunkio.encode_chunk(a, chunk)
         chunkio.write_chunk_bytes(path, stored)
         if self.durable:

@@ -40,7 +40,8 @@ def first_difference(have: Mapping[str, Any], want: Mapping[str, Any]) -> Differ
 
     Values are compared as JSON (tuples equal lists), or by the field's own ``same`` rule where it
     has one (a local model is identified by its hash, not its path: ``schema.same_source``); a
-    field ``have`` lacks counts as None. ``want``
+    field ``have`` lacks counts as None, or as its default for an ``omit_default`` field (a store
+    without ``answer_tokens`` holds 0). ``want``
     may name stored fields only (the free ones are not compared), so a misspelt name fails here
     instead of being silently skipped.
     """
@@ -48,10 +49,13 @@ def first_difference(have: Mapping[str, Any], want: Mapping[str, Any]) -> Differ
     if unknown:
         raise ValueError(f"{unknown} are not stored run fields; the identity fields are {list(identity_fields())}")
     for f in stored_fields():
-        if not f.identity or f.name not in want or _canonical(have.get(f.name)) == _canonical(want[f.name]):
+        if not f.identity or f.name not in want:
             continue
-        if f.same is None or not f.same(json.loads(_canonical(have.get(f.name))), json.loads(_canonical(want[f.name]))):
-            return Difference(f.name, have.get(f.name), want[f.name])
+        ours, theirs = have.get(f.name, f.absent()), want.get(f.name, f.absent())  # an absent omit_default key is its default
+        if _canonical(ours) == _canonical(theirs):
+            continue
+        if f.same is None or not f.same(json.loads(_canonical(ours)), json.loads(_canonical(theirs))):
+            return Difference(f.name, ours, theirs)
     return None
 
 
@@ -70,7 +74,7 @@ def check_resume(store: Store, meta: RunMeta, sites: tuple[SiteSpec, ...], sampl
                  chunk_samples: int | None, codec: str | None) -> None:
     """Refuse to write into a store made for another run; name the first field that differs."""
     wanted = StoreHeader(meta, sites, chunk_samples or store.chunk_samples, samples.n_samples)
-    diff = first_difference(header_to_attrs(store.header), header_to_attrs(wanted))
+    diff = first_difference(header_to_attrs(store.header), header_to_attrs(wanted, every_key=True))
     if diff is None and codec is not None and codec != store.codec:
         diff = Difference("codec", store.codec, codec)
     if diff is None:

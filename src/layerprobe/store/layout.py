@@ -19,6 +19,9 @@ Choices (measured on the 2-core dev box, see docs/LOG.md "store"):
   offset, not a new file. Creating a small file costs about 1 ms on this ext4 (3 per block were a
   tenth of the write time, see the log). String columns (ids, splits) are known at creation and
   stay plain chunk files.
+- The generated answers (``samples/answer_text``, only in stores with ``answer_tokens > 0``) are a
+  variable-length string column like ids, one ``vlen-utf8`` chunk file per block, but written with
+  the block at flush time and listed in its commit record like the fixed-size per-block arrays.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ SITE_DIMS = ("layer", "sample", "hidden")
 SHA256_BYTES = 32
 SHA256_ATTR = {"description": "SHA-256 digest of the image file, raw bytes; all zeros = unknown (not committed or no file)"}
 BF16_ATTR = {"layerprobe_dtype": BFLOAT16}
+ANSWER_TEXT = "samples/answer_text"
+"""The generated answers: one string per sample, present when ``RunMeta.answer_tokens > 0``."""
+ANSWER_TEXT_ATTR = {"description": "greedy generated answer after the prompt, special tokens removed, stripped; '' = not committed"}
 
 
 def digests_from_hex(hexes: Sequence[str]) -> np.ndarray:
@@ -220,4 +226,7 @@ def plan_store(header: StoreHeader, codec: str) -> StorePlan:
                                               "none", per_block, attrs)
     arrays["samples/sha256"] = ArrayPlan("samples/sha256", (n, SHA256_BYTES), "uint8", (cs, SHA256_BYTES), ("sample", "byte"),
                                          0, 0, True, "none", True, SHA256_ATTR)
+    if header.meta.answer_tokens:
+        attrs = {**ANSWER_TEXT_ATTR, "answer_tokens": header.meta.answer_tokens}
+        arrays[ANSWER_TEXT] = ArrayPlan(ANSWER_TEXT, (n,), "str", (cs,), ("sample",), "", 0, False, "none", True, attrs)
     return StorePlan(n, cs, codec, arrays, site_paths)

@@ -23,7 +23,7 @@ from layerprobe.errors import StoreError
 from layerprobe.layers import LayerSpec, select_layers
 from layerprobe.store import bf16, chunkio
 from layerprobe.store.commits import CommitRecord, read_commits
-from layerprobe.store.layout import ArrayPlan, StorePlan, describe_zarr, digests_to_hex, plan_store
+from layerprobe.store.layout import ANSWER_TEXT, ArrayPlan, StorePlan, describe_zarr, digests_to_hex, plan_store
 from layerprobe.store.schema import RunMeta, SiteSpec, StoreHeader, attrs_to_header, manifest_digest
 from layerprobe.vocab import ANSWER_SITE
 
@@ -230,6 +230,23 @@ class Store:
             start, stop = self.plan.block_range(block)
             out[start:stop] = chunkio.decode_chunk(a, self._read_chunk(a, 0, block, check))[: stop - start]
         return out
+
+    @property
+    def has_answer_text(self) -> bool:
+        """Whether the store holds generated answers (extracted with ``answer_tokens > 0``)."""
+        return ANSWER_TEXT in self.plan.arrays
+
+    def answer_text(self, *, check: bool = True) -> tuple[str, ...]:
+        """The generated answer of each sample ("" for rows not committed and skipped samples;
+        ``check``: see ``read_bits``). A store extracted without generation has none: StoreError."""
+        if not self.has_answer_text:
+            raise StoreError(f"{self.path} was extracted without generated answers (answer_tokens 0); extract again with --answer-tokens N")
+        a = self.plan.arrays[ANSWER_TEXT]
+        out = [""] * self.n_samples
+        for block in sorted(self.commits):
+            start, stop = self.plan.block_range(block)
+            out[start:stop] = [str(t) for t in chunkio.decode_chunk(a, self._read_chunk(a, 0, block, check))[: stop - start]]
+        return tuple(out)
 
     def _expected_sums(self, path: str, layer: int) -> list[str | None]:
         """The committed checksum of each block's chunk of one layer (None: block not committed)."""

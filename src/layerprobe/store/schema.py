@@ -48,17 +48,24 @@ _IDENTITY = "layerprobe_identity"
 _TO_JSON = "layerprobe_to_json"
 _FROM_JSON = "layerprobe_from_json"
 _SAME = "layerprobe_same"
+_OMIT_DEFAULT = "layerprobe_omit_default"
 
 
 def identity_field(to_json: Callable[[Any], Any] | None = None, from_json: Callable[[Any], Any] | None = None,
-                   same: Callable[[Any, Any], bool] | None = None, **kwargs: Any) -> Any:
+                   same: Callable[[Any, Any], bool] | None = None, omit_default: bool = False, **kwargs: Any) -> Any:
     """A dataclass field that decides run identity: a store whose value differs belongs to another run.
 
     ``to_json``/``from_json`` convert the stored value when tuples-as-lists is not enough;
     ``same(stored, new)`` (JSON values) says when two different values still name one run (None:
-    only equal values do); ``kwargs`` go to ``dataclasses.field``.
+    only equal values do); ``omit_default`` (needs a ``default``): the key is written only when the
+    value differs from the default, and an absent key reads as the default, so a field added later
+    leaves the stores that do not use it byte-identical and readable; ``kwargs`` go to
+    ``dataclasses.field``.
     """
-    return field(metadata={_IDENTITY: True, _TO_JSON: to_json, _FROM_JSON: from_json, _SAME: same}, **kwargs)
+    if omit_default and "default" not in kwargs:
+        raise TypeError("identity_field(omit_default=True) needs a default")
+    return field(metadata={_IDENTITY: True, _TO_JSON: to_json, _FROM_JSON: from_json, _SAME: same,
+                           _OMIT_DEFAULT: omit_default}, **kwargs)
 
 
 def free_field(to_json: Callable[[Any], Any] | None = None, from_json: Callable[[Any], Any] | None = None, **kwargs: Any) -> Any:
@@ -139,6 +146,10 @@ class RunMeta:
     """Class names; per-sample labels index into this tuple."""
     compute_dtype: str = identity_field(default=BFLOAT16)
     """dtype the model ran in; activations are always stored as bfloat16 bits."""
+    answer_tokens: int = identity_field(from_json=int, omit_default=True, default=0)
+    """Tokens of greedy generation after the prompt (the generated answer, stored per sample in
+    ``samples/answer_text``); 0 (the default, and what a store without the key means) = no
+    generation, forced choice over ``answer_logits`` only. Its key is written only when not 0."""
     extra: dict[str, Any] = free_field(from_json=lambda v: v or {}, default_factory=dict)
     """Free-form JSON-serialisable notes; not compared on resume."""
 
@@ -151,6 +162,9 @@ class RunMeta:
             raise StoreError(f"candidate_token_ids {self.candidate_token_ids!r} must be a sequence of ints (one per candidate)") from None
         object.__setattr__(self, "candidate_token_ids", ids)
         object.__setattr__(self, "extra", dict(self.extra))
+        if isinstance(self.answer_tokens, bool) or not isinstance(self.answer_tokens, (int, np.integer)) or self.answer_tokens < 0:
+            raise StoreError(f"RunMeta.answer_tokens={self.answer_tokens!r} must be an int >= 0 (0: no generated answers)")
+        object.__setattr__(self, "answer_tokens", int(self.answer_tokens))
         if not self.class_names:
             raise StoreError("class_names is empty; a run needs at least one class")
         if len(set(self.class_names)) != len(self.class_names):
@@ -317,6 +331,14 @@ class StoredField(NamedTuple):
     """Turns the stored value into what the dataclass takes; None: taken as stored."""
     same: Callable[[Any, Any], bool] | None
     """``same(stored, new)``: different JSON values that still name one run (None: equal values only)."""
+    omit_default: bool = False
+    """The key is left out while the value is ``default`` (see :func:`identity_field`)."""
+    default: Any = None
+    """The value an absent key means (``omit_default`` fields only)."""
+
+    def absent(self) -> Any:
+        """What a stored object without this key holds: the default of an ``omit_default`` field, else None."""
+        return self.to_json(self.default) if self.omit_default else None
 
 
 @cache
@@ -334,9 +356,15 @@ def identity_fields() -> tuple[str, ...]:
     return tuple(f.name for f in stored_fields() if f.identity)
 
 
-def header_to_attrs(header: StoreHeader) -> dict[str, Any]:
-    """The JSON object stored as ``attributes["layerprobe"]``."""
-    return {f.name: f.to_json(getattr(header.meta if f.of_run else header, f.name)) for f in stored_fields()}
+def header_to_attrs(header: StoreHeader, *, every_key: bool = False) -> dict[str, Any]:
+    """The JSON object stored as ``attributes["layerprobe"]``; an ``omit_default`` field at its
+    default has no key unless ``every_key`` (what a run comparison wants: every field named)."""
+    out = {}
+    for f in stored_fields():
+        value = getattr(header.meta if f.of_run else header, f.name)
+        if every_key or not (f.omit_default and value == f.default):
+            out[f.name] = f.to_json(value)
+    return out
 
 
 def attrs_to_header(attrs: Any, where: str) -> StoreHeader:
@@ -366,19 +394,21 @@ def attrs_to_header(attrs: Any, where: str) -> StoreHeader:
 def _from_attrs(attrs: dict[str, Any], *, of_run: bool) -> dict[str, Any]:
     """Keyword arguments for ``RunMeta`` (or the header's own fields) from the stored object.
 
-    Identity fields must be there (a KeyError: damaged); a missing free field takes its default.
+    Identity fields must be there (a KeyError: damaged); a missing free or ``omit_default`` field
+    takes its default.
     """
     out = {}
     for f in stored_fields():
-        if f.of_run == of_run and (f.identity or f.name in attrs):
+        if f.of_run == of_run and ((f.identity and not f.omit_default) or f.name in attrs):
             out[f.name] = attrs[f.name] if f.from_json is None else f.from_json(attrs[f.name])
     return out
 
 
 def _stored(f: Field[Any], *, of_run: bool) -> StoredField:
     # Every stored field says whether it decides identity: a KeyError here is a field added without identity_field()/free_field().
+    omit = bool(f.metadata.get(_OMIT_DEFAULT))
     return StoredField(f.name, of_run, f.metadata[_IDENTITY], f.metadata[_TO_JSON] or _tuples_as_lists, f.metadata[_FROM_JSON],
-                       f.metadata[_SAME])
+                       f.metadata[_SAME], omit, f.default if omit else None)
 
 
 def _tuples_as_lists(value: Any) -> Any:

@@ -2,7 +2,7 @@
 
 Checks, in order: the schema and every array's metadata (``open_store`` refuses a store that fails
 them), each shard's index, each commit record, then every committed chunk against the checksum its
-commit record holds. NaN/Inf are counted per (site, layer) over valid rows (committed, not skipped)
+commit record holds (the generated answers too, where the store has them). NaN/Inf are counted per (site, layer) over valid rows (committed, not skipped)
 and count as problems: a probe trained on them fails. An incomplete store is not a problem: its
 committed blocks are still exact (``complete`` says whether all blocks are in).
 """
@@ -129,6 +129,12 @@ def _check_block(store: Store, block: int, counts: dict[tuple[str, int], list[in
                 rows = chunkio.decode_chunk(a, stored)[0, : stop - start][valid]
                 found = bf16.count_nonfinite(rows)
                 site = a.attributes["site"]
+            elif a.dtype == "str":  # the generated answers: they must decode as the codec wrote them
+                try:
+                    chunkio.decode_chunk(a, stored)
+                except (ValueError, RuntimeError, TypeError) as err:
+                    problems.append(f"{where} of committed block [{start}, {stop}) cannot be decoded ({type(err).__name__})")
+                continue
             elif a.path == ANSWER_SITE:
                 rows = chunkio.decode_chunk(a, stored)[: stop - start][valid]
                 found = (int(np.isnan(rows).sum()), int(np.isinf(rows).sum()))

@@ -48,7 +48,7 @@ from layerprobe.store.commits import read_commit, read_commits, remove_commit
 from layerprobe.store.create import create_store
 from layerprobe.store.flush import BlockFlusher
 from layerprobe.store.identity import check_resume
-from layerprobe.store.layout import CODECS, default_chunk_samples, digests_from_hex, plan_store
+from layerprobe.store.layout import ANSWER_TEXT, CODECS, default_chunk_samples, digests_from_hex, plan_store
 from layerprobe.store.lock import StoreLock
 from layerprobe.store.reader import SAMPLES_PARQUET, Store, open_store
 from layerprobe.store.samples_table import CommittedSamples
@@ -175,13 +175,15 @@ class StoreWriter:
         *,
         copy: bool = True,
         skip_reasons: Sequence[str] | None = None,
+        answer_text: Sequence[str] | None = None,
     ) -> None:
         """Buffer samples ``[start, start + B)``; every block they complete is written and committed.
 
         ``acts[site]`` is ``(n_layers, B, hidden)`` bf16 (tensor or uint16 bits), ``answer_logits``
         ``(B, n_candidates)`` float32, ``sha256`` B hex digests, ``skipped`` ``(B,)`` bool;
         ``skip_reasons``: B strings, why each skipped sample was skipped ("" for the others), kept in
-        the block's commit record for ``info``/``verify``.
+        the block's commit record for ``info``/``verify``; ``answer_text``: B generated answers ("" for
+        skipped samples), required when the store has them (``meta.answer_tokens > 0``), refused otherwise.
         ``copy=False`` skips copying the activations: the writer keeps references to them and
         writes them straight to the files when their block is complete, so the caller must not
         change them in place afterwards (give each batch fresh arrays, as the extractor does).
@@ -191,6 +193,7 @@ class StoreWriter:
         if self._failed:
             raise StoreError(f"the writer of {self.path} stopped after an error ({self._failed}); open a new StoreWriter to resume")
         batch, start, n = self._check_batch(start, acts, answer_logits, sha256, skipped)
+        self._check_answers(batch, answer_text, f"batch [{start}, {start + n})", n)
         if skip_reasons is not None:
             batch[SKIP_REASONS] = _check_reasons(skip_reasons, batch["samples/skipped"], f"batch [{start}, {start + n})")
         stop = start + n
@@ -259,6 +262,19 @@ class StoreWriter:
     def _write_block(self, block: Block) -> None:
         """Every chunk of the block, then its commit record (the seam tests wrap to fail or stall one block)."""
         self._flusher.flush(block)
+
+    def _check_answers(self, batch: dict[str, Any], answer_text: Any, where: str, n: int) -> None:
+        """Add the batch's generated answers, which the store has exactly when ``answer_tokens > 0``."""
+        if ANSWER_TEXT not in self.plan.arrays:
+            if answer_text is not None:
+                raise StoreError(f"{where}: answer_text given, but {self.path} was created with answer_tokens 0 (no generated answers); leave it out")
+            return
+        if answer_text is None:
+            raise StoreError(f"{where}: {self.path} stores generated answers (answer_tokens {self.header.meta.answer_tokens}); pass answer_text, one str per sample")
+        if isinstance(answer_text, str) or not isinstance(answer_text, Sequence) or len(answer_text) != n \
+                or not all(isinstance(t, str) for t in answer_text):
+            raise StoreError(f"{where}: answer_text must be a list of {n} strings, one per sample")
+        batch[ANSWER_TEXT] = np.array(list(answer_text), dtype=object)
 
     def _check_batch(self, start: Any, acts: Mapping[str, Any], answer_logits: Any, sha256: Sequence[str],
                      skipped: Any) -> tuple[dict[str, Any], int, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from layerprobe.extract.answers import parse_answer
+from layerprobe.answers import parse_answer
 
 BUSI = ("Normal", "Benign", "Malignant")
 YES_NO = ("Yes", "No")
