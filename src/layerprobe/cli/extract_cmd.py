@@ -102,15 +102,19 @@ def _parse_candidates(ctx: click.Context, param: click.Parameter, value: str | N
                    "for a trusted source. e.g. --allow-pickle")
 @click.option("--force-adapter", is_flag=True,
               help="Apply --adapter even though it records another base model or modules this model lacks. e.g. --force-adapter")
+@click.option("--answer-tokens", type=click.IntRange(min=0), default=8, show_default=True, metavar="N",
+              help="Greedy-decode up to N answer tokens in the same pass and store the text per sample: the generated "
+                   "answer, parsed to a candidate, is the paper's P_final. 0 = forced choice over the candidates' first-token "
+                   "logits only. Recorded in the store (a resume must repeat it). e.g. --answer-tokens 0")
 def extract(model, revision, adapter, trust_remote_code, site_spec, vision_layers, connector, llm_layers, dataset, prompt,
             candidates, out, batch_size, workers, prefetch, dtype, device, shard, limit, skip_bad, dicom_frame, allow_duplicate_images,
-            chunk_samples, as_json, no_progress, allow_pickle, force_adapter):
+            chunk_samples, as_json, no_progress, allow_pickle, force_adapter, answer_tokens):
     """Run a multimodal LLM once over a labelled image set and store every site's pooled activations.
 
     \b
     One forward per batch captures the vision tower (every block), the connector and the LLM
-    (embedding + every layer, image-token mean and final token) plus the answer logits, and streams
-    them into a Zarr store. Rerunning the same command resumes; a different model, adapter, prompt
+    (embedding + every layer, image-token mean and final token) plus the answer logits and the
+    generated answer (--answer-tokens), and streams them into a Zarr store. Rerunning the same command resumes; a different model, adapter, prompt
     or dataset is refused.
     \b
     Examples:
@@ -134,7 +138,7 @@ def extract(model, revision, adapter, trust_remote_code, site_spec, vision_layer
         site_spec=given or site_spec, prompt=prompt, candidates=candidates, batch_size=batch_size, num_workers=workers,
         prefetch=prefetch, dtype=dtype, device=device, shard=shard, limit=limit, skip_bad=skip_bad,
         chunk_samples=chunk_samples, progress=not no_progress, allow_duplicate_images=allow_duplicate_images,
-        dicom_frame=dicom_frame, allow_pickle=allow_pickle, force_adapter=force_adapter,
+        dicom_frame=dicom_frame, allow_pickle=allow_pickle, force_adapter=force_adapter, answer_tokens=answer_tokens,
     )
     started = time.perf_counter()
     path = run_extract(cfg)

@@ -1,6 +1,7 @@
 """What one extraction run does: :class:`ExtractConfig`, the input of :func:`run_extract`.
 
-Fields that decide the stored bytes (model, revision, adapter, dataset, prompt, candidates, dtype)
+Fields that decide the stored bytes (model, revision, adapter, dataset, prompt, candidates, dtype,
+answer tokens)
 are recorded in the store, and a resumed run must repeat them. The rest (batch size, workers,
 device, shard, progress) are runtime settings; ``batch_size`` is recorded as information only,
 although it changes bf16 results slightly, because a batch's make-up does (field notes).
@@ -93,6 +94,13 @@ class ExtractConfig:
     unpickling can run code, so only for checkpoints from a source you trust."""
     force_adapter: bool = False
     """Apply ``adapter`` even when it records another base model or modules this model lacks."""
+    answer_tokens: int = 8
+    """Tokens of greedy generation after the prompt, in the same pass as the capture (the states are
+    still taken at the prompt's final token). The decoded text is stored per sample
+    (``samples/answer_text``) and parsed into the generated-answer P_final, which is the paper's
+    (``layerprobe.answers``); 8 covers one-word and short-phrase answers. 0 = forced choice over the
+    candidates' first-token logits only (no generation; the store then has no answer column).
+    Recorded in the store: a resume must repeat it."""
     torch_dtype: torch.dtype | None = field(init=False, repr=False, compare=False)
     """``dtype`` as the torch dtype the model runs in (set from ``dtype``, not given); None for
     ``auto``, which depends on the checkpoint's size and is resolved by the runner."""
@@ -107,6 +115,8 @@ class ExtractConfig:
         for name, least in (("batch_size", 1), ("num_workers", 0), ("prefetch", 1)):
             if getattr(self, name) < least:
                 raise ExtractError(f"{name} must be at least {least}, got {getattr(self, name)}")
+        if isinstance(self.answer_tokens, bool) or not isinstance(self.answer_tokens, int) or self.answer_tokens < 0:
+            raise ExtractError(f"answer_tokens must be an int >= 0 (0: forced choice only), got {self.answer_tokens!r}")
         for name in ("limit", "chunk_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -6,7 +6,8 @@ block of samples through three stages that overlap:
 1. DataLoader worker processes read each image, hash its bytes, decode it (``images.py``) and run
    the processor on the batch (``collate``), ``prefetch`` batches ahead;
 2. the main thread runs one forward per batch through the :class:`Capturer`, which pools every site
-   on the device;
+   on the device and, with ``answer_tokens > 0``, decodes the answer greedily in the same pass (the
+   texts go to the store's ``samples/answer_text``);
 3. a writer thread takes finished batches from a bounded queue and hands them to the store, so the
    forward never waits on disk (unless the queue is full, i.e. the disk is the bottleneck).
 
@@ -258,23 +259,43 @@ def _rows_with_skips(kept: tuple[int, ...], n: int, acts: Mapping[str, torch.Ten
     return out, logits_nc
 
 
-def _capture(capturer, batch: LoadedBatch, n_candidates: int) -> tuple:
-    """The store's ``write`` arguments for one batch (zeros for skipped samples)."""
+class _Answers(NamedTuple):
+    """How a batch's generated answers are made: ``tokens`` of greedy decoding (0: none), decoded by ``decode``."""
+
+    tokens: int
+    decode: Callable[[Any], list[str]] | None = None
+    """``generated_ids (B, T)`` -> B texts (special tokens removed, stripped)."""
+
+
+def answer_decoder(processor: Any) -> Callable[[Any], list[str]]:
+    """Generated token ids -> texts with the processor's tokenizer (special tokens removed, stripped)."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    return lambda ids_bt: [t.strip() for t in tokenizer.batch_decode(ids_bt.cpu(), skip_special_tokens=True)]
+
+
+def _capture(capturer, batch: LoadedBatch, n_candidates: int, answers: _Answers = _Answers(0)) -> tuple:
+    """The store's ``write`` arguments for one batch (zeros, and "" for the answer, where skipped)."""
     import torch
 
     n = batch.stop - batch.start
     skipped_n = np.ones(n, dtype=bool)
     skipped_n[list(batch.kept)] = False
+    texts = [""] * n
     if batch.inputs is None:
         acts = {s.name: torch.zeros(len(s.layer_names), n, s.hidden, dtype=capturer.out_dtype) for s in capturer.site_specs()}
         logits_nc = torch.zeros(n, n_candidates)
     else:
-        result = capturer.run(batch.inputs)
+        result = capturer.run(batch.inputs, max_new_tokens=answers.tokens)
         acts, logits_nc = _rows_with_skips(batch.kept, n, result.acts, result.answer_logits)
-    return batch.start, acts, logits_nc.numpy(), list(batch.sha256), skipped_n, list(batch.errors) or [""] * n
+        if answers.tokens:
+            for pos, text in zip(batch.kept, answers.decode(result.generated_ids)):
+                texts[pos] = text
+    return (batch.start, acts, logits_nc.numpy(), list(batch.sha256), skipped_n, list(batch.errors) or [""] * n,
+            texts if answers.tokens else None)
 
 
-def _stream(loader, capturer, write: Callable[..., None], cfg: ExtractConfig, n_candidates: int, bar) -> bool:
+def _stream(loader, capturer, write: Callable[..., None], cfg: ExtractConfig, n_candidates: int, bar,
+            answers: _Answers = _Answers(0)) -> bool:
     """Forward every batch, writing in the background; True when stopped early by Ctrl-C."""
     notice = lambda: bar.write("stopping after this batch; Ctrl-C again to stop at once")  # noqa: E731
     with _first_ctrl_c_stops_gracefully(notice) as stop:
@@ -286,7 +307,7 @@ def _stream(loader, capturer, write: Callable[..., None], cfg: ExtractConfig, n_
                     break
                 if batch.error is not None and not cfg.skip_bad:
                     raise ExtractError(batch.error)
-                background.put(_capture(capturer, batch, n_candidates))
+                background.put(_capture(capturer, batch, n_candidates, answers))
                 bar.update(batch.stop - batch.start)
                 if stop.requested:
                     break
@@ -298,9 +319,9 @@ def _stream(loader, capturer, write: Callable[..., None], cfg: ExtractConfig, n_
         return stop.requested
 
 
-def _write(writer, start, acts, logits_nc, sha256, skipped_n, reasons) -> None:
+def _write(writer, start, acts, logits_nc, sha256, skipped_n, reasons, texts=None) -> None:
     # No copy: every batch's activations are fresh tensors (one capture buffer set per batch).
-    writer.write(start, acts, logits_nc, sha256, skipped_n, copy=False, skip_reasons=reasons)
+    writer.write(start, acts, logits_nc, sha256, skipped_n, copy=False, skip_reasons=reasons, answer_text=texts)
 
 
 def _resolve_dtype(cfg: ExtractConfig, loaded: LoadedModel | None) -> ResolvedDtype:
@@ -370,7 +391,7 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
         model_type=loaded.model_type, adapter=loaded.adapter, adapter_hash=loaded.adapter_hash,
         dataset_name=manifest.name, manifest_sha256=manifest.sha256, prompt_template=prompt,
         candidates=tuple(candidates), candidate_token_ids=token_ids, class_names=manifest.class_names,
-        compute_dtype=dtype.name, extra={"instruction": instruction, "batch_size": cfg.batch_size, "device": loaded.device,
+        compute_dtype=dtype.name, answer_tokens=cfg.answer_tokens, extra={"instruction": instruction, "batch_size": cfg.batch_size, "device": loaded.device,
                                          "compute_dtype_reason": dtype.reason, **data_extra},
     )
     samples = manifest.sample_info()
@@ -384,7 +405,8 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
         bar = tqdm(total=sum(e - s for s, e in batches), unit="img", desc=cfg.out.name, dynamic_ncols=True,
                    disable=not cfg.progress or not sys.stderr.isatty())
         with bar:
-            stopped = _stream(loader, capturer, partial(_write, writer), cfg, len(candidates), bar)
+            answers = _Answers(cfg.answer_tokens, answer_decoder(loaded.processor) if cfg.answer_tokens else None)
+            stopped = _stream(loader, capturer, partial(_write, writer), cfg, len(candidates), bar, answers)
     if stopped:
         raise KeyboardInterrupt
     return cfg.out
