@@ -21,9 +21,9 @@ _CHILD = """
 import sys, time
 from layerprobe.extract import capture
 real_run = capture.Capturer.run
-def slow_run(self, inputs):
+def slow_run(self, inputs, **kw):
     time.sleep(0.3)
-    return real_run(self, inputs)
+    return real_run(self, inputs, **kw)
 capture.Capturer.run = slow_run
 from layerprobe.cli import main
 main(sys.argv[1:])

@@ -79,7 +79,7 @@ class SweepOutput:
         self._order = {
             (plan.run_id, site): (i, j, {layer: k for k, layer in enumerate(layers)})
             for i, plan in enumerate(plans)
-            for j, (site, layers) in enumerate([(vocab.ANSWER_SITE, (0,)), *((s.name, s.layers) for s in plan.sites)])
+            for j, (site, layers) in enumerate([(vocab.ANSWER_SITE, (0,)), (vocab.ANSWER_TEXT_SITE, (0,)), *((s.name, s.layers) for s in plan.sites)])
         }  # fmt: skip
         if cfg.out is not None:
             self._open(cfg.out, cfg.overwrite)

@@ -29,13 +29,14 @@ import polars as pl
 import torch
 
 from layerprobe import vocab
+from layerprobe.answers import parse_answer
 from layerprobe.hardware import last_level_cache_bytes
 from layerprobe.probe.config import ProbeSpec, SweepConfig, params_json
 from layerprobe.probe.engine import Stream, matmul_dtype, train_mlp_group
 from layerprobe.probe.features import Features, balanced_class_weight, prepare_features
 from layerprobe.probe.grid import SitePlan, StorePlan, count_probes, layer_chunks, plan_stores, probes_per_layer, streams_per_group
 from layerprobe.probe.linear import fit_linear_group
-from layerprobe.probe.metrics import classification_metrics
+from layerprobe.probe.metrics import auc_ovr, classification_metrics
 from layerprobe.probe.output import SweepOutput
 from layerprobe.probe.splits import Split
 from layerprobe.probe.table import SCHEMA, Outcome, TableBuilder, metric_values
@@ -76,6 +77,10 @@ def sweep_stores(cfg: SweepConfig, stores: list[StoreLike]) -> pl.DataFrame:
             if output.todo(plan.run_id, vocab.ANSWER_SITE, (0,)):
                 table = TableBuilder()
                 _model_rows(plan, cfg, table)
+                output.add(table.frame())
+            if plan.store.meta.answer_tokens and output.todo(plan.run_id, vocab.ANSWER_TEXT_SITE, (0,)):
+                table = TableBuilder()
+                _generated_rows(plan, cfg, table)
                 output.add(table.frame())
             for site in plan.sites:
                 _site_groups(cfg, plan, site, output, bar)
@@ -141,6 +146,61 @@ def _model_rows(plan: StorePlan, cfg: SweepConfig, table: TableBuilder) -> None:
         y = torch.tensor(np.asarray(plan.store.labels), dtype=torch.int64)
         val, test = (classification_metrics(torch.softmax(logits_nc[r], dim=-1)[None], y[r]) for r in rows)
         table.add(identity, Outcome(metric_values(val, 0), metric_values(test, 0), *sizes, 0.0))
+
+
+def _generated_rows(plan: StorePlan, cfg: SweepConfig, table: TableBuilder) -> None:
+    """P_final by generation, the paper's: the stored generated answer parsed to a candidate.
+
+    Site ``vocab.ANSWER_TEXT_SITE``, layer 0, ``layer_name`` ``vocab.GENERATED_LAYER_NAME``, kind
+    ``model``, one row per store with generated answers (``answer_tokens > 0``) beside the forced
+    choice's. Choices:
+    - An answer naming no candidate or two (``layerprobe.answers.parse_answer``) is *unparsed* and
+      counts as wrong: it matches no class, so it lowers accuracy and its true class's recall, and
+      predicts no class (macro precision/recall/F1 average over the classes among the true labels
+      or the parsed answers, otherwise as ``probe/metrics.py``).
+    - AUC scores each sample with the one-hot of its parsed answer; an unparsed one gets the uniform
+      score ``1/C`` for every class (it ranks between the samples that named the class and those
+      that named another), so a model that often answers off-list is not rewarded with a high AUC.
+    - The unparsed rates are recorded in ``params`` (JSON: ``answer_tokens``, ``unparsed_val``,
+      ``unparsed_test``, fractions over every split's val / test rows; null where there are none),
+      one value per row, so k-fold outcomes still fold into one row.
+    """
+    store = plan.store
+    identity = _identity(cfg, plan, vocab.ANSWER_TEXT_SITE, 0, vocab.GENERATED_LAYER_NAME, vocab.MODEL_KIND)
+    n_classes = plan.n_classes
+    pred_n = np.array([-1 if (k := parse_answer(t, store.meta.candidates)) is None else k for t in store.answer_text()], dtype=np.int64)
+    y_n = np.asarray(store.labels, dtype=np.int64)
+
+    def rate(rows: list[np.ndarray]) -> float | None:
+        chosen = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        return float((pred_n[chosen] < 0).mean()) if chosen.size else None
+
+    identity["params"] = params_json({"answer_tokens": store.meta.answer_tokens, "unparsed_val": rate([s.val for s in plan.splits]),
+                                      "unparsed_test": rate([s.test for s in plan.splits])})
+    for split in plan.splits:
+        sizes = (len(split.train), len(split.val), len(split.test))
+        val, test = (_generated_metrics(pred_n[r], y_n[r], n_classes) for r in (split.val, split.test))
+        table.add(identity, Outcome(val, test, *sizes, 0.0))
+
+
+def _generated_metrics(pred_n: np.ndarray, y_n: np.ndarray, n_classes: int) -> dict[str, float]:
+    """The metrics of parsed answers (``-1`` = unparsed, always wrong; see :func:`_generated_rows`)."""
+    if not y_n.size:
+        return {name: float("nan") for name in vocab.METRICS}
+    classes = np.arange(n_classes)
+    is_pred, is_true = pred_n[:, None] == classes, y_n[:, None] == classes
+    tp, n_pred, n_true = (is_pred & is_true).sum(0), is_pred.sum(0), is_true.sum(0)
+    present = (n_pred + n_true) > 0
+
+    def macro(num: np.ndarray, den: np.ndarray) -> float:
+        value = np.where(den > 0, num / np.maximum(den, 1), 0.0)
+        return float(value[present].mean())
+
+    score_nc = np.where(pred_n[:, None] < 0, 1.0 / n_classes, is_pred.astype(np.float64))
+    auc = float(auc_ovr(torch.from_numpy(score_nc)[None], torch.from_numpy(y_n))[0])
+    values = {"accuracy": float((pred_n == y_n).mean()), "f1": macro(2 * tp, n_pred + n_true), "precision": macro(tp, n_pred),
+              "recall": macro(tp, n_true), "auc": auc}
+    return {name: values[name] for name in vocab.METRICS}
 
 
 class _SlabProbes:

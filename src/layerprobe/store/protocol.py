@@ -60,3 +60,6 @@ class StoreLike(Protocol):
 
     def answer_logits(self) -> torch.Tensor:
         """float32 ``[n_samples, n_candidates]``: the model's logits over the candidate answers."""
+
+    def answer_text(self) -> tuple[str, ...]:
+        """The generated answer of each sample; read only when ``meta.answer_tokens > 0``."""

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from layerprobe import vocab
+from layerprobe.errors import StoreError
 from layerprobe.store import bf16
 from layerprobe.store.schema import RunMeta, SampleInfo, SiteSpec
 
@@ -213,6 +214,9 @@ class InMemoryStore:
 
     def answer_logits(self) -> torch.Tensor:
         return self.run.answer_logits
+
+    def answer_text(self) -> tuple[str, ...]:
+        raise StoreError("an in-memory store holds no generated answers (its meta.answer_tokens is 0)")
 
 
 def synthetic_store(n_samples: int, hidden: int, site_layers: dict[str, int], *, n_classes: int = 2, seed: int = 0,
