@@ -44,14 +44,15 @@ def test_cli_chain(tmp_path: Path, tiny_checkpoint) -> None:
     n_slabs = sum(len(s["layer_names"]) for s in info["sites"].values()) if isinstance(info["sites"], dict) else None
     if n_slabs is not None:
         assert probes.height == 2 * n_slabs
-    assert table.filter(pl.col("kind") == "model").height == 1
+    # two model rows: the forced choice and the generated answer (extract generates by default)
+    assert sorted(table.filter(pl.col("kind") == "model")["site"]) == ["answer_logits", "answer_text"]
     assert (probes["status"] == "ok").all()
     acc = probes["test_accuracy"].to_numpy()
     assert ((acc >= 0) & (acc <= 1)).all()
 
     fhs = json.loads(_run(["fhs", str(results), "--json"]).output)
     row = fhs[0] if isinstance(fhs, list) else fhs["runs"][0]
-    p_final = table.filter(pl.col("kind") == "model")["test_accuracy"][0] * 100
+    p_final = table.filter((pl.col("kind") == "model") & (pl.col("site") == "answer_text"))["test_accuracy"][0] * 100  # auto: generated
     assert abs(row["p_final"] - p_final) < 1e-6
 
     out = tmp_path / "report"
@@ -59,6 +60,7 @@ def test_cli_chain(tmp_path: Path, tiny_checkpoint) -> None:
     assert str(out) in res.output
     text = (out / "report.md").read_text()
     assert "Four-score profile" in text
+    assert "P_final: generated answer" in text
     pngs = list((out / "figures").glob("*.png"))
     assert pngs and all(p.stat().st_size > 10_000 for p in pngs)
 

@@ -15,7 +15,7 @@ from layerprobe.store import Store, open_store
 from layerprobe.store.protocol import StoreLike
 from layerprobe.testing.stores import InMemoryStore, synthetic_run, synthetic_store, write_synthetic_store
 
-MEMBERS = ("answer_logits", "class_names", "ids", "labels", "meta", "n_samples", "read_slabs", "sites", "splits", "valid")
+MEMBERS = ("answer_logits", "answer_text", "class_names", "ids", "labels", "meta", "n_samples", "read_slabs", "sites", "splits", "valid")
 """What the sweep, grid, features and splits read from a store, and nothing else."""
 
 

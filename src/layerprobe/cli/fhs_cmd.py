@@ -38,6 +38,9 @@ def _scoring_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--seed-agg", type=click.Choice(vocab.SEED_AGGS), default=vocab.MEAN_CURVE, show_default=True, help="Score the seed-mean curve, or average per-seed scores."),
         click.option("--missing", type=click.Choice(vocab.MISSING_POLICIES), default=vocab.MISSING_INTERPOLATE, show_default=True, help="Layers without a usable probe: bridge interior gaps, give nan, or fail."),
         click.option("--eps", type=float, default=0.0, show_default=True, help="Floor (percent) for P before scoring; 0 = none, P = 0 then gives n/a."),
+        click.option("--p-final", type=click.Choice(vocab.P_FINAL_KINDS), default=vocab.P_FINAL_AUTO, show_default=True,
+                     help="P_final from the generated answer parsed to a candidate (the paper's; stores extracted with --answer-tokens), "
+                          "the forced choice over the candidates' first-token logits, or auto: generated where a run has it, else forced."),
     ]
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
@@ -63,6 +66,7 @@ def _config(kw: dict[str, Any]):
         seed_agg=kw.pop("seed_agg"),
         missing=kw.pop("missing"),
         eps=kw.pop("eps"),
+        p_final=kw.pop("p_final"),
     )
 
 

@@ -50,6 +50,7 @@ from layerprobe.extract.data.datasets import resolve_dataset
 from layerprobe.extract.data.manifest import Manifest
 from layerprobe.extract.data.images import read_image
 from layerprobe.extract.data.preflight import check_images
+from layerprobe.extract.generation import Answers, answer_decoder
 from layerprobe.extract.resume import blocks_to_reextract, check_loaded, refuse_other_run
 
 _check_loaded = check_loaded  # the name tests/test_extract_run_identity.py imports
@@ -259,21 +260,7 @@ def _rows_with_skips(kept: tuple[int, ...], n: int, acts: Mapping[str, torch.Ten
     return out, logits_nc
 
 
-class _Answers(NamedTuple):
-    """How a batch's generated answers are made: ``tokens`` of greedy decoding (0: none), decoded by ``decode``."""
-
-    tokens: int
-    decode: Callable[[Any], list[str]] | None = None
-    """``generated_ids (B, T)`` -> B texts (special tokens removed, stripped)."""
-
-
-def answer_decoder(processor: Any) -> Callable[[Any], list[str]]:
-    """Generated token ids -> texts with the processor's tokenizer (special tokens removed, stripped)."""
-    tokenizer = getattr(processor, "tokenizer", processor)
-    return lambda ids_bt: [t.strip() for t in tokenizer.batch_decode(ids_bt.cpu(), skip_special_tokens=True)]
-
-
-def _capture(capturer, batch: LoadedBatch, n_candidates: int, answers: _Answers = _Answers(0)) -> tuple:
+def _capture(capturer, batch: LoadedBatch, n_candidates: int, answers: Answers = Answers(0)) -> tuple:
     """The store's ``write`` arguments for one batch (zeros, and "" for the answer, where skipped)."""
     import torch
 
@@ -295,7 +282,7 @@ def _capture(capturer, batch: LoadedBatch, n_candidates: int, answers: _Answers 
 
 
 def _stream(loader, capturer, write: Callable[..., None], cfg: ExtractConfig, n_candidates: int, bar,
-            answers: _Answers = _Answers(0)) -> bool:
+            answers: Answers = Answers(0)) -> bool:
     """Forward every batch, writing in the background; True when stopped early by Ctrl-C."""
     notice = lambda: bar.write("stopping after this batch; Ctrl-C again to stop at once")  # noqa: E731
     with _first_ctrl_c_stops_gracefully(notice) as stop:
@@ -405,7 +392,7 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
         bar = tqdm(total=sum(e - s for s, e in batches), unit="img", desc=cfg.out.name, dynamic_ncols=True,
                    disable=not cfg.progress or not sys.stderr.isatty())
         with bar:
-            answers = _Answers(cfg.answer_tokens, answer_decoder(loaded.processor) if cfg.answer_tokens else None)
+            answers = Answers(cfg.answer_tokens, answer_decoder(loaded.processor) if cfg.answer_tokens else None)
             stopped = _stream(loader, capturer, partial(_write, writer), cfg, len(candidates), bar, answers)
     if stopped:
         raise KeyboardInterrupt

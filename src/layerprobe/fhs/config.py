@@ -62,6 +62,12 @@ class FHSConfig:
     nan), ``nan`` for any gap, or ``error``. See :mod:`layerprobe.fhs.scores`."""
     eps: float = 0.0
     """Floor in percent applied to P before scoring; 0 = none, so P_min = 0 or P_end = 0 gives nan."""
+    p_final: str = vocab.P_FINAL_AUTO
+    """Which P_final the profile uses (``vocab.P_FINAL_KINDS``): ``generated`` = the model's generated
+    answer parsed to a candidate (the paper's; rows of site ``answer_text``, from stores extracted with
+    ``--answer-tokens``), ``forced`` = argmax over the candidates' first-token logits (site
+    ``answer_logits``), ``auto`` (default) = generated where the run has it, else forced. Each
+    profile records which one it used (``p_final_kind``)."""
     _selections: dict[str, LayerSelection] = field(init=False, repr=False, compare=False)
     """Module key -> its layer selection, parsed once on construction (:meth:`module_layers`)."""
 
@@ -70,6 +76,7 @@ class FHSConfig:
         _one_of("split", self.split, vocab.SCORED_SPLITS)
         _one_of("seed_agg", self.seed_agg, vocab.SEED_AGGS)
         _one_of("probe_kind", self.probe_kind, vocab.PROBE_KINDS)
+        _one_of("p_final", self.p_final, vocab.P_FINAL_KINDS)
         check_score_params(self.lambda_, self.eps, self.missing)
         for name in _SITE_FIELDS:
             site = getattr(self, name)

@@ -49,7 +49,8 @@ class LayerPoints(NamedTuple):
     Every selected layer of every module appears for every replicate of its run, so a missing probe
     is an explicit null rather than an absent row."""
     finals: pl.DataFrame
-    """P_final rows (kind ``model``): run_id, p (percent or null)."""
+    """P_final rows (kind ``model``) of the kind ``config.p_final`` chooses per run: run_id, p
+    (percent or null), p_final_kind (``generated`` or ``forced``)."""
 
 
 def layer_points(results: CheckedResults | pl.DataFrame, config: FHSConfig | None = None) -> LayerPoints:
@@ -60,8 +61,10 @@ def layer_points(results: CheckedResults | pl.DataFrame, config: FHSConfig | Non
 
 
 def _run_info(frame: pl.DataFrame) -> pl.DataFrame:
+    """The runs of probe and model rows: other kinds (``vision_ce``) have no profile of their own."""
     cols = [*RUN_INFO, *([SOURCE] if SOURCE in frame.columns else [])]
-    return frame.select(cols).unique(subset=["run_id"], keep="first", maintain_order=True)
+    profiled = frame.filter(pl.col("kind").is_in([*vocab.PROBE_KINDS, vocab.MODEL_KIND]))
+    return profiled.select(cols).unique(subset=["run_id"], keep="first", maintain_order=True)
 
 
 def _probe_points(results: pl.DataFrame, config: FHSConfig) -> pl.DataFrame:
@@ -87,8 +90,17 @@ def _probe_points(results: pl.DataFrame, config: FHSConfig) -> pl.DataFrame:
 
 
 def _final_points(results: pl.DataFrame, config: FHSConfig) -> pl.DataFrame:
-    rows = results.filter((pl.col("kind") == vocab.MODEL_KIND) & (pl.col("site") == vocab.ANSWER_SITE))
-    return rows.select("run_id", _percent(config))
+    """The model rows of the P_final kind each run uses (``FHSConfig.p_final``; ``auto``: generated
+    where the run has a generated-answer row, else forced)."""
+    kind_of_site = {site: kind for kind, site in vocab.P_FINAL_SITES.items()}
+    rows = results.filter((pl.col("kind") == vocab.MODEL_KIND) & pl.col("site").is_in(list(kind_of_site)))
+    rows = rows.with_columns(pl.col("site").replace_strict(kind_of_site, return_dtype=pl.String).alias("p_final_kind"))
+    if config.p_final == vocab.P_FINAL_AUTO:
+        has_generated = (pl.col("p_final_kind") == vocab.P_FINAL_GENERATED).any().over("run_id")
+        wanted = pl.when(has_generated).then(pl.lit(vocab.P_FINAL_GENERATED)).otherwise(pl.lit(vocab.P_FINAL_FORCED))
+    else:
+        wanted = pl.lit(config.p_final)
+    return rows.filter(pl.col("p_final_kind") == wanted).select("run_id", _percent(config), "p_final_kind")
 
 
 def layer_curves(results: CheckedResults | pl.DataFrame, config: FHSConfig | None = None) -> pl.DataFrame:
@@ -103,9 +115,10 @@ def curves_from(points: LayerPoints) -> pl.DataFrame:
     seeds; null for one seed), n_seeds (seeds with a usable probe; 0 = missing layer).
     """
     config, probes = points.config, points.probes.drop("replicate")
+    names = {vocab.P_FINAL_GENERATED: vocab.GENERATED_LAYER_NAME, vocab.P_FINAL_FORCED: vocab.ANSWER_LAYER_NAME}
     finals = points.finals.with_columns(
-        pl.lit("P_final").alias("module"), pl.lit(vocab.ANSWER_SITE).alias("site"), pl.lit(0, pl.Int64).alias("layer"),
-        pl.lit(vocab.ANSWER_LAYER_NAME).alias("layer_name"),
+        pl.lit("P_final").alias("module"), pl.col("p_final_kind").replace_strict(vocab.P_FINAL_SITES, return_dtype=pl.String).alias("site"),
+        pl.lit(0, pl.Int64).alias("layer"), pl.col("p_final_kind").replace_strict(names, return_dtype=pl.String).alias("layer_name"),
     )  # fmt: skip
     both = pl.concat([probes, finals.select(probes.columns)])
     curves = (

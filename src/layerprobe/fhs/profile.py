@@ -2,7 +2,9 @@
 
 A run is one store (model + adapter, dataset, prompt) in the results table. Its modules are scored
 with :func:`~layerprobe.fhs.scores.module_score` on the curves of :mod:`layerprobe.fhs.curves`;
-P_final is the ``kind = "model"`` row, the model's own answer scored on the same split and metric.
+P_final is a ``kind = "model"`` row, the model's own answer scored on the same split and metric:
+its generated answer parsed to a candidate (the paper's) where the run has one, else the forced
+choice over the candidates' first-token logits (``FHSConfig.p_final``; ``p_final_kind`` says which).
 The second LLM site (final token by default) is scored too and reported beside FHS_L.
 
 Seeds: with ``seed_agg="mean_curve"`` the profile scores the seed-averaged curve (what the plots
@@ -26,6 +28,9 @@ from layerprobe.fhs.scores import ModuleScore, module_score
 from layerprobe.results import CheckedResults
 
 __all__ = ["FHSConfig", "ModuleProfile", "RunProfile", "profile_runs", "profiles_from"]
+
+P_FINAL_LABELS: dict[str, str] = {vocab.P_FINAL_GENERATED: "generated answer", vocab.P_FINAL_FORCED: "forced choice"}
+"""How reports name each P_final kind ("P_final: generated answer")."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,13 @@ class RunProfile:
     """The model's own answer, percent (mean over its rows); nan if the table has none."""
     p_final_std: float
     """Sample std over P_final rows (nan for one row)."""
+    p_final_kind: str = vocab.P_FINAL_FORCED
+    """Which P_final this is: ``generated`` (the parsed generated answer) or ``forced`` (forced choice)."""
+
+    @property
+    def p_final_label(self) -> str:
+        """``generated answer`` or ``forced choice``, for reports."""
+        return P_FINAL_LABELS[self.p_final_kind]
 
     @property
     def fhs_v(self) -> float:
@@ -89,7 +101,8 @@ class RunProfile:
         """Why any score is nan, one line per module."""
         out = [f"{m.module} ({m.site}): {m.score.reason}" for m in self.modules() if m.score.reason]
         if math.isnan(self.p_final):
-            out.append(f"P_final: no usable '{vocab.MODEL_KIND}' row (site {vocab.ANSWER_SITE}) for run {self.run_id}")
+            site = vocab.P_FINAL_SITES[self.p_final_kind]
+            out.append(f"P_final: no usable '{vocab.MODEL_KIND}' row (site {site}, {self.p_final_label}) for run {self.run_id}")
         return tuple(out)
 
 
@@ -105,7 +118,10 @@ def profiles_from(points: LayerPoints) -> tuple[RunProfile, ...]:
     for info in points.runs.sort("dataset", "model_id", "adapter", "run_id", nulls_last=False).iter_rows(named=True):
         run_points = points.probes.filter(pl.col("run_id") == info["run_id"])
         modules = {m: _module_profile(run_points, m, sites, config, info["run_id"]) for m, sites in config.module_sites().items()}
-        p_final_n = points.finals.filter(pl.col("run_id") == info["run_id"]).get_column("p").drop_nulls().to_numpy()
+        finals = points.finals.filter(pl.col("run_id") == info["run_id"])
+        p_final_n = finals.get_column("p").drop_nulls().to_numpy()
+        fallback = vocab.P_FINAL_FORCED if config.p_final == vocab.P_FINAL_AUTO else config.p_final
+        kind = finals.get_column("p_final_kind")[0] if finals.height else fallback
         out.append(
             RunProfile(
                 run_id=info["run_id"],
@@ -119,6 +135,7 @@ def profiles_from(points: LayerPoints) -> tuple[RunProfile, ...]:
                 llm_alt=modules.get("L_alt"),
                 p_final=float(p_final_n.mean()) if p_final_n.size else math.nan,
                 p_final_std=float(p_final_n.std(ddof=1)) if p_final_n.size > 1 else math.nan,
+                p_final_kind=kind,
             )
         )
     return tuple(out)

@@ -20,9 +20,10 @@ from pathlib import Path, PurePosixPath
 
 import polars as pl
 
+from layerprobe import vocab
 from layerprobe.errors import LayerprobeError
 from layerprobe.fhs.markdown import md_escape
-from layerprobe.fhs.profile import RunProfile
+from layerprobe.fhs.profile import P_FINAL_LABELS, RunProfile
 
 SCORES: tuple[str, ...] = ("fhs_v", "fhs_c", "fhs_l", "p_final")
 SCORE_TITLES: dict[str, str] = {"fhs_v": "FHS_V", "fhs_c": "FHS_C", "fhs_l": "FHS_L", "p_final": "P_final"}
@@ -67,6 +68,7 @@ def profile_frame(profiles: Sequence[RunProfile]) -> pl.DataFrame:
                 "fhs_l_std": prof.llm.fhs_std,
                 "fhs_l_alt_std": alt.fhs_std if alt else math.nan,
                 "p_final_std": prof.p_final_std,
+                "p_final_kind": prof.p_final_kind,
                 "n_seeds": max(m.n_seeds for m in prof.modules()),
                 "profile": ARROW.join(_fmt(v) for v in (prof.fhs_v, prof.fhs_c, prof.fhs_l, prof.p_final)),
                 "notes": "; ".join(prof.notes()),
@@ -96,7 +98,19 @@ def matrix_markdown(frame: pl.DataFrame, *, digits: int = 2) -> str:
     for label in labels:
         lines.append(f"| {md_escape(label)} | " + " | ".join(cells.get((label, d), "") for d in datasets) + " |")
     legend = "Each cell: FHS_V -> FHS_C -> FHS_L -> P_final. **Bold**: dataset best; <ins>underlined</ins>: dataset worst; n/a: undefined (see notes)."
-    return "\n".join(lines) + "\n\n" + legend + "\n"
+    return "\n".join(lines) + "\n\n" + legend + "\n\n" + p_final_line(frame) + "\n"
+
+
+def p_final_line(frame: pl.DataFrame) -> str:
+    """Which P_final the profile uses: ``P_final: generated answer`` (or ``forced choice``), naming the
+    runs of each kind when they differ."""
+    kinds = frame.get_column("p_final_kind").to_list() if "p_final_kind" in frame.columns else [vocab.P_FINAL_FORCED]
+    if len(set(kinds)) == 1:
+        return f"P_final: {P_FINAL_LABELS[kinds[0]]}."
+    labels = frame.get_column("label").to_list()
+    parts = [f"{P_FINAL_LABELS[k]} for {', '.join(md_escape(l) for l, kk in zip(labels, kinds) if kk == k)}"
+             for k in dict.fromkeys(kinds)]
+    return "P_final: " + "; ".join(parts) + "."
 
 
 def details_markdown(profiles: Sequence[RunProfile], *, digits: int = 2) -> str:
@@ -115,7 +129,8 @@ def details_markdown(profiles: Sequence[RunProfile], *, digits: int = 2) -> str:
             nums = " | ".join(_fmt(v, digits) for v in (s.p_start, s.p_min, s.p_end)) + f" | {_fmt(s.gf, 3)} | {_fmt(s.vp, 3)}"
             lines.append(f"| {label} | {md_escape(prof.dataset)} | {mod.module} | {md_escape(mod.site)} | {layers} | {nums} | {fhs} | {mod.n_seeds} | {md_escape(s.reason)} |")
         final = _fmt(prof.p_final, digits) + (f" ± {_fmt(prof.p_final_std, digits)}" if math.isfinite(prof.p_final_std) else "")
-        lines.append(f"| {label} | {md_escape(prof.dataset)} | P_final | answer_logits | - | | | | | | {final} | | |")
+        site = f"{vocab.P_FINAL_SITES[prof.p_final_kind]} ({prof.p_final_label})"
+        lines.append(f"| {label} | {md_escape(prof.dataset)} | P_final | {site} | - | | | | | | {final} | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -198,9 +198,9 @@ def _generated_metrics(pred_n: np.ndarray, y_n: np.ndarray, n_classes: int) -> d
 
     score_nc = np.where(pred_n[:, None] < 0, 1.0 / n_classes, is_pred.astype(np.float64))
     auc = float(auc_ovr(torch.from_numpy(score_nc)[None], torch.from_numpy(y_n))[0])
-    values = {"accuracy": float((pred_n == y_n).mean()), "f1": macro(2 * tp, n_pred + n_true), "precision": macro(tp, n_pred),
-              "recall": macro(tp, n_true), "auc": auc}
-    return {name: values[name] for name in vocab.METRICS}
+    # in the order of vocab.METRICS (accuracy, f1, precision, recall, auc), as probe/metrics.py's Metrics
+    values = (float((pred_n == y_n).mean()), macro(2 * tp, n_pred + n_true), macro(tp, n_pred), macro(tp, n_true), auc)
+    return dict(zip(vocab.METRICS, values, strict=True))
 
 
 class _SlabProbes:

@@ -11,7 +11,7 @@ Design choices:
 - ``library_versions`` are read from installed package metadata (``importlib.metadata``), never by
   importing the packages, so the store never pulls in torch or transformers just to describe itself.
 - The stored keys are the dataclass fields themselves (:func:`stored_fields`), so a field is named
-  once, in its class. A field marked ``identity_field()`` decides run identity; the others
+  once, in its class (the field markers are in ``fields.py``). A field marked ``identity_field()`` decides run identity; the others
   (``library_versions``, ``created_at``, ``extra``) may change between runs. The stored order is
   the header's fields with the run's identity fields in place of ``meta``, then the run's free
   fields: identity fields come first, in the order they are compared, and the first one that
@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from layerprobe.errors import StoreError
+from layerprobe.store.fields import META_FROM_JSON, META_IDENTITY, META_OMIT_DEFAULT, META_SAME, META_TO_JSON, free_field, identity_field, same_source
 from layerprobe.vocab import ANSWER_SITE, BFLOAT16, COMPUTE_DTYPES
 from layerprobe.vocab import STORED_SPLITS as SPLITS  # the allowed values of the per-sample split column
 
@@ -43,49 +44,6 @@ _SITE_NAME = re.compile(r"^[a-z0-9_]+(/[a-z0-9_]+)*$")
 _RESERVED_SITE_NAMES = (ANSWER_SITE, "samples", "commits")
 
 _VERSIONED_PACKAGES = ("layerprobe", "numpy", "zarr", "torch", "transformers", "peft", "ml_dtypes")
-
-_IDENTITY = "layerprobe_identity"
-_TO_JSON = "layerprobe_to_json"
-_FROM_JSON = "layerprobe_from_json"
-_SAME = "layerprobe_same"
-_OMIT_DEFAULT = "layerprobe_omit_default"
-
-
-def identity_field(to_json: Callable[[Any], Any] | None = None, from_json: Callable[[Any], Any] | None = None,
-                   same: Callable[[Any, Any], bool] | None = None, omit_default: bool = False, **kwargs: Any) -> Any:
-    """A dataclass field that decides run identity: a store whose value differs belongs to another run.
-
-    ``to_json``/``from_json`` convert the stored value when tuples-as-lists is not enough;
-    ``same(stored, new)`` (JSON values) says when two different values still name one run (None:
-    only equal values do); ``omit_default`` (needs a ``default``): the key is written only when the
-    value differs from the default, and an absent key reads as the default, so a field added later
-    leaves the stores that do not use it byte-identical and readable; ``kwargs`` go to
-    ``dataclasses.field``.
-    """
-    if omit_default and "default" not in kwargs:
-        raise TypeError("identity_field(omit_default=True) needs a default")
-    return field(metadata={_IDENTITY: True, _TO_JSON: to_json, _FROM_JSON: from_json, _SAME: same,
-                           _OMIT_DEFAULT: omit_default}, **kwargs)
-
-
-def free_field(to_json: Callable[[Any], Any] | None = None, from_json: Callable[[Any], Any] | None = None, **kwargs: Any) -> Any:
-    """A stored dataclass field that may differ between sessions of one run (notes, versions, clock)."""
-    return field(metadata={_IDENTITY: False, _TO_JSON: to_json, _FROM_JSON: from_json, _SAME: None}, **kwargs)
-
-
-def same_source(stored: Any, new: Any) -> bool:
-    """Whether two recorded model (or adapter) sources name one run, the hash field after them aside.
-
-    A local folder is recorded as an absolute path (``layerprobe.extract.model.loading.source_id``)
-    and identified by its content hash, the next identity field: the same folder typed another way,
-    or moved, is the same run, and another folder differs in its hash. Hub ids (never absolute
-    paths) are compared as they are. Stores made before this rule recorded a folder as typed, which
-    a new run's absolute path still matches.
-    """
-    if stored == new:
-        return True
-    return isinstance(stored, str) and isinstance(new, str) and (stored.startswith("/") or new.startswith("/"))
-
 
 @dataclass(frozen=True)
 class SiteSpec:
@@ -406,9 +364,9 @@ def _from_attrs(attrs: dict[str, Any], *, of_run: bool) -> dict[str, Any]:
 
 def _stored(f: Field[Any], *, of_run: bool) -> StoredField:
     # Every stored field says whether it decides identity: a KeyError here is a field added without identity_field()/free_field().
-    omit = bool(f.metadata.get(_OMIT_DEFAULT))
-    return StoredField(f.name, of_run, f.metadata[_IDENTITY], f.metadata[_TO_JSON] or _tuples_as_lists, f.metadata[_FROM_JSON],
-                       f.metadata[_SAME], omit, f.default if omit else None)
+    omit = bool(f.metadata.get(META_OMIT_DEFAULT))
+    return StoredField(f.name, of_run, f.metadata[META_IDENTITY], f.metadata[META_TO_JSON] or _tuples_as_lists, f.metadata[META_FROM_JSON],
+                       f.metadata[META_SAME], omit, f.default if omit else None)
 
 
 def _tuples_as_lists(value: Any) -> Any:
