@@ -93,6 +93,9 @@ class ExtractConfig:
     unpickling can run code, so only for checkpoints from a source you trust."""
     force_adapter: bool = False
     """Apply ``adapter`` even when it records another base model or modules this model lacks."""
+    split_file: Path | str | None = None
+    """CSV ``id,split`` whose splits replace the dataset's own (``extract/data/splits.py``); its
+    content is in the manifest digest, so a resume with a changed file is refused."""
     torch_dtype: torch.dtype | None = field(init=False, repr=False, compare=False)
     """``dtype`` as the torch dtype the model runs in (set from ``dtype``, not given); None for
     ``auto``, which depends on the checkpoint's size and is resolved by the runner."""
