@@ -34,7 +34,7 @@ def test_help_documents_every_option_with_an_example(capsys) -> None:
     assert code == 0
     options = [p for p in extract.params if isinstance(p, click.Option) and p.name != "help"]
     required = ("--model --revision --adapter --trust-remote-code --site-spec --vision-layers --connector --llm-layers "
-                "--dataset --prompt --instruction --candidates --out --batch-size --workers --prefetch --dtype --device --shard "
+                "--dataset --split-file --prompt --instruction --candidates --out --batch-size --workers --prefetch --dtype --device --shard "
                 "--limit --skip-bad --dicom-frame --allow-duplicate-images --chunk-samples --json --no-progress --allow-pickle --force-adapter --answer-tokens").split()
     assert sorted(required) == sorted(o for option in options for o in option.opts)
     for option in options:

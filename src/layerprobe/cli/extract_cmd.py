@@ -62,6 +62,10 @@ def _parse_candidates(ctx: click.Context, param: click.Parameter, value: str | N
 @click.option("--dataset", required=True, metavar="SRC",
               help="Class-per-folder tree, a .csv/.parquet table with columns path,label[,split], or recipe:folder. "
                    "e.g. --dataset /data/BUSI or --dataset labels.csv or --dataset busi:/data/BUSI")
+@click.option("--split-file", metavar="FILE",
+              help="CSV with the header id,split (ids as the dataset's sample ids, paths relative to its root) whose splits "
+                   "replace the dataset's own; samples it does not list are unassigned (left out of the probe's split). "
+                   "e.g. --split-file splits.csv")
 @click.option("--prompt", "--instruction", "prompt", metavar="TEXT",
               help="Instruction shown with each image through the chat template (default: the recipe's, else a generic one "
                    "naming the candidates). e.g. --prompt \"Is there pneumonia? Answer 'Yes' or 'No'.\"")
@@ -106,7 +110,7 @@ def _parse_candidates(ctx: click.Context, param: click.Parameter, value: str | N
               help="Greedy-decode up to N answer tokens in the same pass and store the text per sample: the generated "
                    "answer, parsed to a candidate, is the paper's P_final. 0 = forced choice over the candidates' first-token "
                    "logits only. Recorded in the store (a resume must repeat it). e.g. --answer-tokens 0")
-def extract(model, revision, adapter, trust_remote_code, site_spec, vision_layers, connector, llm_layers, dataset, prompt,
+def extract(model, revision, adapter, trust_remote_code, site_spec, vision_layers, connector, llm_layers, dataset, split_file, prompt,
             candidates, out, batch_size, workers, prefetch, dtype, device, shard, limit, skip_bad, dicom_frame, allow_duplicate_images,
             chunk_samples, as_json, no_progress, allow_pickle, force_adapter, answer_tokens):
     """Run a multimodal LLM once over a labelled image set and store every site's pooled activations.
@@ -134,7 +138,7 @@ def extract(model, revision, adapter, trust_remote_code, site_spec, vision_layer
         missing = ", ".join("--" + k.replace("_", "-") for k in paths if k not in given)
         raise click.UsageError(f"the generic adapter needs all three module paths; missing {missing}")
     cfg = ExtractConfig(
-        model=model, dataset=dataset, out=out, revision=revision, adapter=adapter, trust_remote_code=trust_remote_code,
+        model=model, dataset=dataset, split_file=split_file, out=out, revision=revision, adapter=adapter, trust_remote_code=trust_remote_code,
         site_spec=given or site_spec, prompt=prompt, candidates=candidates, batch_size=batch_size, num_workers=workers,
         prefetch=prefetch, dtype=dtype, device=device, shard=shard, limit=limit, skip_bad=skip_bad,
         chunk_samples=chunk_samples, progress=not no_progress, allow_duplicate_images=allow_duplicate_images,

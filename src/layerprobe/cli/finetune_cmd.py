@@ -18,6 +18,8 @@ from layerprobe.cli.extract_cmd import _parse_candidates  # the same --candidate
 @click.option("--site-spec", metavar="FILE", help="TOML site spec for a model without a built-in adapter (as extract). e.g. --site-spec sitespec.toml")
 @click.option("--dataset", required=True, metavar="SRC",
               help="As extract: a class-per-folder tree, a .csv/.parquet table path,label[,split], or recipe:folder. e.g. --dataset busi:/data/BUSI")
+@click.option("--split-file", metavar="FILE",
+              help="As extract: a CSV id,split whose splits replace the dataset's own (unlisted samples: unassigned). e.g. --split-file splits.csv")
 @click.option("--prompt", "--instruction", "prompt", metavar="TEXT", help="Instruction (default: the recipe's, else extract's generic one).")
 @click.option("--candidates", callback=_parse_candidates, metavar="A,B,..",
               help="Answer per class in class order, the training targets (default: the recipe's, else the class names). e.g. --candidates Yes,No")
@@ -53,7 +55,7 @@ from layerprobe.cli.extract_cmd import _parse_candidates  # the same --candidate
 @click.option("--ce-head-hidden", default=256, show_default=True, type=click.IntRange(min=1), help="With --vision-ce --ce-head mlp: hidden units.")
 @click.option("--json", "as_json", is_flag=True, help="Print a one-line JSON summary on stdout instead of text.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def finetune(model, revision, trust_remote_code, site_spec, dataset, prompt, candidates, out, vision_tower, connector, lora_r,
+def finetune(model, revision, trust_remote_code, site_spec, dataset, split_file, prompt, candidates, out, vision_tower, connector, lora_r,
              lora_alpha, lora_dropout, learning_rate, warmup_ratio, epochs, max_steps, batch_size, grad_accum, seed, dtype, device,
              keep, save_steps, gradient_checkpointing, workers, vision_ce, ce_tower, ce_head, ce_head_hidden, as_json, no_progress):
     """LoRA-fine-tune an MLLM on a labelled image set (the study's SFT step) into a peft adapter folder.
@@ -80,7 +82,7 @@ def finetune(model, revision, trust_remote_code, site_spec, dataset, prompt, can
             raise click.UsageError(f"{', '.join(_flags(_given(_CE_ONLY)))} only apply with --vision-ce")
         if _given(_SFT_ONLY):
             raise click.UsageError(f"{', '.join(_flags(_given(_SFT_ONLY)))} do not apply to --vision-ce (they are LoRA SFT settings)")
-        _run_vision_ce(dict(model=model, dataset=dataset, out=out, prompt=prompt, candidates=candidates, revision=revision,
+        _run_vision_ce(dict(model=model, dataset=dataset, split_file=split_file, out=out, prompt=prompt, candidates=candidates, revision=revision,
                             trust_remote_code=trust_remote_code, site_spec=site_spec, tower=ce_tower, head=ce_head, head_hidden=ce_head_hidden,
                             lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, learning_rate=learning_rate,
                             warmup_ratio=warmup_ratio, epochs=epochs, batch_size=batch_size, seed=seed, device=device,
@@ -91,7 +93,7 @@ def finetune(model, revision, trust_remote_code, site_spec, dataset, prompt, can
     from layerprobe.finetune.run import run_finetune
 
     cfg = FinetuneConfig(
-        model=model, dataset=dataset, out=out, prompt=prompt, candidates=candidates, revision=revision,
+        model=model, dataset=dataset, split_file=split_file, out=out, prompt=prompt, candidates=candidates, revision=revision,
         trust_remote_code=trust_remote_code, site_spec=site_spec, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
         vision_tower=vision_tower, connector=connector, learning_rate=learning_rate, warmup_ratio=warmup_ratio, epochs=epochs,
         batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps, seed=seed, device=device, dtype=dtype, keep=keep,

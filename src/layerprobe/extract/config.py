@@ -101,6 +101,9 @@ class ExtractConfig:
     (``layerprobe.answers``); 8 covers one-word and short-phrase answers. 0 = forced choice over the
     candidates' first-token logits only (no generation; the store then has no answer column).
     Recorded in the store: a resume must repeat it."""
+    split_file: Path | str | None = None
+    """CSV ``id,split`` whose splits replace the dataset's own (``extract/data/splits.py``); its
+    content is in the manifest digest, so a resume with a changed file is refused."""
     torch_dtype: torch.dtype | None = field(init=False, repr=False, compare=False)
     """``dtype`` as the torch dtype the model runs in (set from ``dtype``, not given); None for
     ``auto``, which depends on the checkpoint's size and is resolved by the runner."""

@@ -234,7 +234,7 @@ def _first_ctrl_c_stops_gracefully(on_request: Callable[[], None]) -> Iterator[_
 
 
 def _manifest(cfg: ExtractConfig) -> Manifest:
-    manifest = cfg.dataset if isinstance(cfg.dataset, Manifest) else resolve_dataset(cfg.dataset)
+    manifest = resolve_dataset(cfg.dataset, split_file=cfg.split_file)
     return manifest.head(cfg.limit) if cfg.limit is not None else manifest
 
 

@@ -117,6 +117,9 @@ class FinetuneConfig:
     """DataLoader worker processes that decode images and run the processor; 0 = in the main process."""
     progress: bool = True
     """Show a progress bar with loss and samples/s (only on a terminal)."""
+    split_file: Path | str | None = None
+    """CSV ``id,split`` whose splits replace the dataset's own (``extract --split-file``; see
+    ``extract/data/splits.py``); the splits are in the manifest hash a resume compares."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))

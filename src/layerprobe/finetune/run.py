@@ -65,7 +65,7 @@ def resolve_task(cfg: FinetuneConfig) -> Task:
     """Dataset, candidates, instruction and splits; the bad-input errors that need no model."""
     from layerprobe import vocab
 
-    manifest = cfg.dataset if isinstance(cfg.dataset, Manifest) else resolve_dataset(cfg.dataset)
+    manifest = resolve_dataset(cfg.dataset, split_file=cfg.split_file)
     if cfg.candidates is not None:  # matched to classes as extraction matches them, never by position
         candidates = match_candidates(manifest.class_names, cfg.candidates, FinetuneError)
     else:

@@ -90,6 +90,8 @@ class VisionCEConfig:
     """DataLoader worker processes decoding images; 0 = in the main process."""
     progress: bool = True
     """Show a progress bar (only on a terminal)."""
+    split_file: Path | str | None = None
+    """CSV ``id,split`` whose splits replace the dataset's own, as ``FinetuneConfig.split_file``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))

@@ -57,7 +57,7 @@ class FinetuneStep(Step):
         from layerprobe.finetune import FinetuneConfig, run_finetune
 
         run_finetune(FinetuneConfig(
-            model=self.model.source, dataset=self.dataset.spec, out=self.out, prompt=self.dataset.prompt,
+            model=self.model.source, dataset=self.dataset.spec, split_file=self.dataset.split_file, out=self.out, prompt=self.dataset.prompt,
             candidates=self.dataset.candidates, revision=self.model.revision, trust_remote_code=self.model.trust_remote_code,
             site_spec=self.model.site_spec, vision_tower=VISION_TOWER[self.arm_kind], device=self.device,
             **{"progress": False, **dict(self.settings)},

@@ -26,7 +26,7 @@ from layerprobe.study.spec import ArmEntry, DatasetEntry, ExtractSettings, Model
 _TOP = ("study", "models", "datasets", "arms", "extract", "probe", "fhs", "report")
 _STUDY = ("name", "out")
 _MODEL = ("source", "name", "revision", "trust_remote_code", "site_spec")
-_DATASET = ("spec", "name", "prompt", "candidates", "limit")
+_DATASET = ("spec", "name", "prompt", "candidates", "limit", "split_file")
 _ARM = ("name", "kind", "settings")
 _REPORT = ("title", "html")
 _PROBE_RUNTIME = ("stores", "out", "progress")
@@ -152,7 +152,9 @@ class _Reader:
         limit = t.get("limit")
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             raise self.fail(f"dataset {text!r}: limit must be a positive integer, got {limit!r}")
-        return DatasetEntry(label_of(t.get("name", default)), spec, t.get("prompt"), tuple(candidates) if candidates else None, limit)
+        split_file = None if t.get("split_file") is None else self.path(t["split_file"])
+        return DatasetEntry(label_of(t.get("name", default)), spec, t.get("prompt"), tuple(candidates) if candidates else None, limit,
+                            split_file)
 
     def arm(self, item: Any) -> ArmEntry:
         t = self.entry(item, "kind", _ARM, "arms")

@@ -123,7 +123,7 @@ def dataset_info(dataset: DatasetEntry) -> DatasetInfo:
     from layerprobe.extract.data.datasets import resolve_dataset
 
     try:
-        manifest = resolve_dataset(dataset.spec)
+        manifest = resolve_dataset(dataset.spec, split_file=dataset.split_file)
     except LayerprobeError as err:
         raise StudyError(f"dataset {dataset.label!r}: {err}") from None
     if dataset.limit is not None:

@@ -55,6 +55,9 @@ class DatasetEntry:
     """Answer ``i`` means class ``i``; None = the dataset's own (recipes) or the class names."""
     limit: int | None = None
     """Keep only the first ``limit`` samples (a smaller dataset, with its own outputs)."""
+    split_file: Path | None = None
+    """CSV ``id,split`` replacing the dataset's splits (``extract --split-file``); absolute. Its splits
+    are in the manifest digest, so a changed file names new outputs."""
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ class ExtractStep(Step):
             adapter=None if self.adapter is None else str(self.adapter), trust_remote_code=self.model.trust_remote_code,
             site_spec=self.model.site_spec, prompt=self.dataset.prompt, candidates=self.dataset.candidates,
             batch_size=s.batch_size, num_workers=s.num_workers, prefetch=s.prefetch, dtype=s.dtype, device=s.device,
-            shard=shard, limit=self.dataset.limit, skip_bad=s.skip_bad, chunk_samples=s.chunk_samples, progress=False,
+            shard=shard, limit=self.dataset.limit, split_file=self.dataset.split_file, skip_bad=s.skip_bad, chunk_samples=s.chunk_samples, progress=False,
         )  # fmt: skip
 
     def run(self) -> list[str]:

@@ -45,26 +45,26 @@ from layerprobe.errors import ExtractError
 from layerprobe.extract.data.files import folder_problem, iter_images, mask_base, subfolders
 from layerprobe.extract.data.manifest import Manifest, Row
 from layerprobe.extract.data.recipes import get_recipe
+from layerprobe.extract.data.splits import SPLIT_ALIASES, apply_split_file, normal_id
 
-_SPLIT_ALIASES = {
-    vocab.TRAIN: vocab.TRAIN, "training": vocab.TRAIN,
-    vocab.VAL: vocab.VAL, "valid": vocab.VAL, "validation": vocab.VAL, "dev": vocab.VAL,
-    vocab.TEST: vocab.TEST, "testing": vocab.TEST,
-    vocab.UNASSIGNED: vocab.UNASSIGNED,
-}
-"""Split spellings (lower case) of folders and table cells -> the stored split."""
 _TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 _RECIPE_RE = re.compile(r"[A-Za-z][\w.-]+")
 _INT_RE = re.compile(r"[+-]?\d+")
 
 
-def resolve_dataset(text: str | os.PathLike) -> Manifest:
+def resolve_dataset(text: str | os.PathLike | Manifest, split_file: str | os.PathLike | None = None) -> Manifest:
     """Turn a ``--dataset`` value into a manifest.
 
     ``text`` is a folder (ImageFolder tree), a table file (``.csv``/``.tsv``/``.parquet``) or
-    ``recipe:folder`` (e.g. ``busi:/data/BUSI``; see :mod:`layerprobe.extract.data.recipes`). New
-    forms are added here, so the CLI and the Python API accept the same values.
+    ``recipe:folder`` (e.g. ``busi:/data/BUSI``; see :mod:`layerprobe.extract.data.recipes`), or a
+    manifest already made. New forms are added here, so the CLI and the Python API accept the same
+    values. ``split_file`` (``--split-file``) replaces the splits (:mod:`.splits`).
     """
+    manifest = text if isinstance(text, Manifest) else _resolve(text)
+    return manifest if split_file is None else apply_split_file(manifest, split_file)
+
+
+def _resolve(text: str | os.PathLike) -> Manifest:
     path = Path(text).expanduser()
     if path.is_dir():
         return from_image_folder(path)
@@ -88,8 +88,8 @@ def from_image_folder(root: str | Path, name: str | None = None) -> Manifest:
     if problem is not None:
         raise ExtractError(f"dataset folder {root} {problem}; pass a folder with one sub-folder per class")
     top = subfolders(root)
-    split_layout = bool(top) and all(d.name.lower() in _SPLIT_ALIASES for d in top)
-    groups = [(_SPLIT_ALIASES[d.name.lower()], subfolders(d)) for d in top] if split_layout else [(vocab.UNASSIGNED, top)]
+    split_layout = bool(top) and all(d.name.lower() in SPLIT_ALIASES for d in top)
+    groups = [(SPLIT_ALIASES[d.name.lower()], subfolders(d)) for d in top] if split_layout else [(vocab.UNASSIGNED, top)]
     class_names = tuple(sorted({c.name for _, classes in groups for c in classes}))
     if not class_names:
         raise ExtractError(f"dataset folder {root} has no class folders; expected {root}/<class>/<image> (one sub-folder per class)")
@@ -152,9 +152,9 @@ def from_table(path: str | Path, class_names: Sequence[str] | None = None, name:
     splits = []
     for row, value in enumerate(raw_splits):
         key = vocab.UNASSIGNED if value is None else str(value).strip().lower()
-        if key not in _SPLIT_ALIASES:
+        if key not in SPLIT_ALIASES:
             raise ExtractError(f"manifest {path}: row {row + 1} has split {value!r}; use train, val, test or leave it empty")
-        splits.append(_SPLIT_ALIASES[key])
+        splits.append(SPLIT_ALIASES[key])
     given = [str(p).strip() for p in raw_paths]
     ids = _normal_ids(given, path)
     rows = [(i, lab, s) for i, lab, s in zip(ids, labels, splits)]
@@ -168,10 +168,7 @@ def _normal_ids(given: Sequence[str], path: Path) -> list[str]:
     ids: list[str] = []
     first_row: dict[str, int] = {}
     for row, text in enumerate(given):
-        # normpath keeps a leading "//" (POSIX leaves it implementation-defined); one "/" is meant.
-        sample_id = posixpath.normpath("/" + text.lstrip("/") if text.startswith("//") else text)
-        if posixpath.isabs(sample_id) and (sample_id + "/").startswith(folder.rstrip("/") + "/"):
-            sample_id = posixpath.relpath(sample_id, folder)
+        sample_id = normal_id(text, folder)
         where = os.path.realpath(os.path.join(folder, text))
         first = first_row.setdefault(where, row)
         if first != row:

@@ -12,7 +12,11 @@ Choices:
   (an error would refuse archives that carry a stray folder, such as a readme or a copy). The
   warning goes through :mod:`logging`, so with no logging set up it is one line on stderr.
 - COVID19-CT: classes are found as the folders ``CT_COVID`` and ``CT_NonCOVID`` (any depth up to 3,
-  as in ``Images-processed/``); class 0 is COVID so that candidate ``Yes`` answers it.
+  as in ``Images-processed/``); class 0 is COVID so that candidate ``Yes`` answers it. When the
+  release's ``Data-split/`` folder is there (any depth up to 3), every image takes its split from
+  its lists (``{train,val,test}CT_COVID.txt`` etc.: the official split, test = the paper's 203
+  images); the rules for names the lists and folders disagree on are in :mod:`.splits`. Without
+  it, splits are left empty, as for BUSI.
 - Chest-Xray keeps its official ``train``/``val``/``test`` split. The Kaggle archive nests a full
   copy (``chest_xray/chest_xray/``); the shallowest complete tree is used, so no image is counted twice.
   Class 0 is PNEUMONIA (candidate ``Yes``).
@@ -32,6 +36,7 @@ from layerprobe.errors import ExtractError
 from layerprobe.extract.data.candidates import match_candidates
 from layerprobe.extract.data.files import folder_problem, is_metadata, iter_images, mask_base, subfolders
 from layerprobe.extract.data.manifest import Manifest, Row
+from layerprobe.extract.data.splits import official_list_splits
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +120,41 @@ def _scan_busi(root: Path) -> list[Row]:
     return rows
 
 
+_COVID_FOLDERS = ("CT_COVID", "CT_NonCOVID")
+"""The release's class folders, class 0 first."""
+_COVID_LISTS = ("COVID", "NonCOVID")
+"""``Data-split/<this>/`` holds the lists of the class of the same index."""
+
+
 def _scan_covid_ct(root: Path) -> list[Row]:
-    dirs = _find_class_dirs(root, ("CT_COVID", "CT_NonCOVID"))
+    dirs = _find_class_dirs(root, _COVID_FOLDERS)
     if dirs is None:
         return []
-    rows: list[Row] = []
-    for label, name in enumerate(("CT_COVID", "CT_NonCOVID")):
-        rows += [(p.relative_to(root).as_posix(), label, vocab.UNASSIGNED) for p in iter_images(dirs[name])]
-    return rows
+    images = {label: [p.relative_to(root).as_posix() for p in iter_images(dirs[name])] for label, name in enumerate(_COVID_FOLDERS)}
+    lists = _covid_lists(root)
+    if lists is None:
+        return [(i, label, vocab.UNASSIGNED) for label, ids in images.items() for i in ids]
+    split_of = official_list_splits(lists, images, f"covid-ct ({root})")
+    counts = {s: sum(1 for v in split_of.values() if v == s) for s in vocab.SPLITS}
+    log.info("covid-ct: official split from %s: %s", lists[(0, vocab.TEST)].parent.parent,
+             ", ".join(f"{s} {n}" for s, n in counts.items()))
+    return [(i, label, split_of.get((label, i), vocab.UNASSIGNED)) for label, ids in images.items() for i in ids]
+
+
+def _covid_lists(root: Path) -> dict[tuple[int, str], Path] | None:
+    """(label, split) -> list file of the release's ``Data-split/`` (shallowest, depth <= 3); None if absent."""
+    found = next((d for d in _child_dirs(root, 3) if d.name.lower() == "data-split"), None)
+    if found is None:
+        return None
+    lists = {}
+    for label, (folder, images) in enumerate(zip(_COVID_LISTS, _COVID_FOLDERS)):
+        for split in vocab.SPLITS:
+            path = found / folder / f"{split}{images}.txt"
+            if not path.is_file():
+                raise ExtractError(f"covid-ct: {found} has no split list {path.relative_to(found).as_posix()}; restore it from the "
+                                   "release, or remove the Data-split folder to leave the splits to the probe")
+            lists[(label, split)] = path
+    return lists
 
 
 def _scan_chest_xray(root: Path) -> list[Row]:
@@ -160,7 +192,7 @@ RECIPES: dict[str, DatasetRecipe] = {
             class_names=("covid", "non-covid"),
             candidates={"covid": "Yes", "non-covid": "No"},
             instruction="Carefully examine the image to determine if there is COVID present. Please answer 'Yes' or 'No'.",
-            expected="folders CT_COVID/ and CT_NonCOVID/ of images (e.g. Images-processed/CT_COVID)",
+            expected="folders CT_COVID/ and CT_NonCOVID/ of images (e.g. Images-processed/CT_COVID), optionally the release's Data-split/ lists",
             scan=_scan_covid_ct,
         ),
         DatasetRecipe(
