@@ -81,3 +81,9 @@ def test_no_fine_tuned_run_no_tables(arm_tables, tmp_path):
     only_base = load_results(arm_tables[:1]).frame.filter(pl.col("run_id") == "base")
     rep = build_report(only_base, tmp_path / "report")
     assert "Table 2" not in rep.markdown.read_text() and not (rep.folder / "table2.md").exists()
+
+
+def test_vision_ce_rows_are_not_profiled(arm_tables, tmp_path):
+    rep = build_report(arm_tables, tmp_path / "report")
+    assert "vision_ce-123" not in rep.profile_md.read_text()
+    assert pl.read_csv(rep.profile_csv).height == 3

@@ -77,7 +77,8 @@ def build_report(
     checked = check_results(results) if isinstance(results, (CheckedResults, pl.DataFrame)) else load_results(results)
     folder = Path(out_dir)
     _check_folder(folder)
-    points = layer_points(checked, config)  # once: the profile, the tables and every figure share them
+    # once: the profile, the tables and every figure share them; vision-CE rows are no run to profile (Table 3 reads them)
+    points = layer_points(checked.frame.filter(pl.col("kind") != vocab.VISION_CE), config)
     work = _work_folder(folder)
     try:
         written = _write_report(work, checked, points, config, html_page=html_page, error_bands=error_bands, title=title)
