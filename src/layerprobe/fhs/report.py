@@ -78,7 +78,8 @@ def build_report(
     folder = Path(out_dir)
     _check_folder(folder)
     # once: the profile, the tables and every figure share them; vision-CE rows are no run to profile (Table 3 reads them)
-    points = layer_points(checked.frame.filter(pl.col("kind") != vocab.VISION_CE), config)
+    is_ce = pl.col("kind") == vocab.VISION_CE
+    points = layer_points(checked.frame.filter(~is_ce) if checked.frame.select(is_ce.any()).item() else checked, config)
     work = _work_folder(folder)
     try:
         written = _write_report(work, checked, points, config, html_page=html_page, error_bands=error_bands, title=title)
