@@ -9,7 +9,8 @@ one: training computes logits at every position). Both modes train on the same s
 answer-only labels (finetune's ``Collator``), AdamW + cosine warmup, in the same dtype:
 
 - ``finetune``: ``run_finetune`` (transformers ``Trainer`` + callbacks, the whole command);
-- ``floor``: a DataLoader over the same collator, ``model(**batch).loss``, ``backward``, ``step``.
+- ``floor``: a DataLoader over the same collator, ``model(**batch).loss``, ``backward``, ``step``
+  (with ``clip_grad_norm_`` only when ``--max-grad-norm`` is given, as finetune clips then).
 
 Timed: wall time per optimizer step (data loading and collation included), the first
 ``--warmup`` steps left out; finetune's per-step times come from its own step table (the
@@ -55,6 +56,7 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=6, help="timed optimizer steps per run")
     p.add_argument("--warmup", type=int, default=1, help="untimed optimizer steps first")
     p.add_argument("--pairs", type=int, default=3, help="interleaved finetune/floor pairs; ratios are medians over pairs")
+    p.add_argument("--max-grad-norm", type=float, default=None, help="clip the gradient norm in both modes (default: none, finetune's default)")
     p.add_argument("--dtype", default="bfloat16", help="dtype of the base weights (finetune's default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--work-dir", default="bench-out/finetune")
@@ -105,7 +107,7 @@ def _child_finetune(args: argparse.Namespace, device) -> dict:
     n_steps = args.warmup + args.steps
     out = Path(args.work_dir) / "runs" / f"finetune-{os.getpid()}-{time.time_ns()}"
     run_finetune(FinetuneConfig(model=args.ckpt, dataset=args.data, out=out, batch_size=args.batch_size, max_steps=n_steps, save_steps=n_steps + 1,
-                                dtype=args.dtype, device=args.device, progress=False, lora_dropout=0.05))
+                                dtype=args.dtype, device=args.device, progress=False, lora_dropout=0.05, max_grad_norm=args.max_grad_norm))
     rates = pl.read_parquet(out / STEPS_FILE)
     step_s = [args.batch_size / r for r in rates.get_column("samples_per_second").to_list()]
     shutil.rmtree(out, ignore_errors=True)
@@ -127,7 +129,7 @@ def _child_floor(args: argparse.Namespace, device) -> dict:
     from layerprobe.finetune.targets import plan_targets
 
     set_seed(0)
-    cfg = FinetuneConfig(model=args.ckpt, dataset=args.data, out="unused", dtype=args.dtype)
+    cfg = FinetuneConfig(model=args.ckpt, dataset=args.data, out="unused", dtype=args.dtype, max_grad_norm=args.max_grad_norm)
     task = resolve_task(cfg)
     loaded = load_model(args.ckpt, dtype=compute_dtype(args.dtype), device=device)
     adapter = get_adapter(loaded)
@@ -138,13 +140,16 @@ def _child_floor(args: argparse.Namespace, device) -> dict:
     samples = ImageSamples([task.manifest.paths[i] for i in task.train], [task.manifest.labels[i] for i in task.train])
     loader = torch.utils.data.DataLoader(samples, batch_size=args.batch_size, shuffle=True, collate_fn=collate, drop_last=True)
     n_steps = args.warmup + args.steps
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     schedule = get_cosine_schedule_with_warmup(optimizer, round(0.05 * n_steps), n_steps)
     model.train()
     step_s, last = [], time.perf_counter()
     for batch in loader:
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         model(**batch).loss.backward()
+        if cfg.max_grad_norm is not None:  # the same clipping setting as finetune's (default: none, as the paper)
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)

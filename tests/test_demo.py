@@ -51,7 +51,7 @@ def test_make_dataset_refuses_to_replace_a_folder_it_did_not_make(tmp_path: Path
 
 
 def _demo(out: Path, n: int):
-    cfg = DemoConfig(out=out, families=("llava",), n_per_class=n, image_size=32, seeds=(0,), device="cpu", progress=False)
+    cfg = DemoConfig(out=out, families=("llava",), n_per_class=n, image_size=32, seeds=(0,), device="cpu", progress=False, finetune=False)
     return run_demo(cfg, log=lambda _: None)
 
 
@@ -75,3 +75,29 @@ def test_a_changed_setting_rebuilds_and_a_plain_rerun_reuses(tmp_path: Path, ord
     assert again.stores == a.stores and again.results == a.results
     assert {p: _mtimes(p) for p in built} == built  # no store rewritten
     assert np.array_equal(open_store(a.stores[0]).labels, open_store(again.stores[0]).labels)
+
+
+def test_the_fine_tuning_arm_runs_once_and_feeds_the_report(tmp_path: Path) -> None:
+    """Issue 12 #6: base and fine-tuned runs, the vision-CE row, the overlay and Tables 2 and 3; a rerun trains nothing."""
+    import polars as pl
+
+    from layerprobe.store import open_store
+
+    cfg = DemoConfig(out=tmp_path, families=("llava",), n_per_class=10, image_size=32, seeds=(0,), device="cpu", progress=False,
+                     finetune_n_per_class=10, finetune_epochs=1)
+    first = run_demo(cfg, log=lambda _: None)
+    arm = first.arm
+    assert arm is not None and all(a.is_dir() for a in arm.adapters) and arm.vision_ce.is_file()
+    towers = [open_store(s).meta.extra.get("finetune", {}).get("vision_tower") for s in arm.stores]
+    assert towers == [None, "frozen", "lora"]
+    text = (first.report / "report.md").read_text()
+    assert "(Table 2)" in text and "(Table 3)" in text
+    assert pl.read_csv(first.report / "table3.csv").height == 1
+    svg = next((first.report / "figures").glob("pipeline_synthetic-easy*.svg")).read_text()
+    assert "base model" in svg and svg.count("+ qwen2_vl") == 2  # the overlay pairs both adapters with their base
+    built = {p: _mtimes(p) for p in (*arm.adapters, *arm.stores)}
+    ce_mtime, results_mtime = arm.vision_ce.stat().st_mtime_ns, arm.results.stat().st_mtime_ns
+    again = run_demo(cfg, log=lambda _: None)
+    assert again.arm == arm
+    assert {p: _mtimes(p) for p in built} == built  # no adapter retrained, no store rewritten
+    assert arm.vision_ce.stat().st_mtime_ns == ce_mtime and arm.results.stat().st_mtime_ns == results_mtime

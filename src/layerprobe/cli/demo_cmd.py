@@ -17,14 +17,21 @@ import click
 @click.option("--seeds", default="0,1", show_default=True, help="Comma-separated probe seeds.")
 @click.option("--preset", type=click.Choice(["fast", "paper"]), default="fast", show_default=True, help="Probe preset.")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@click.option("--no-finetune", is_flag=True, help="Skip the fine-tuning arm (base runs only).")
+@click.option("--finetune-family", default="qwen2_vl", show_default=True, help="Tiny family the fine-tuning arm trains.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def demo(out: Path, families: str, n_per_class: int, seeds: str, preset: str, device: str, no_progress: bool) -> None:
+def demo(out: Path, families: str, n_per_class: int, seeds: str, preset: str, device: str, no_finetune: bool, finetune_family: str,
+         no_progress: bool) -> None:
     """Run extract -> probe -> fhs -> report on tiny offline models and a synthetic dataset.
 
     Builds tiny random-weight checkpoints of three MLLM families (saved and reloaded like a real
     checkpoint), a synthetic 3-class ultrasound-like dataset, extracts every site, trains probes on
     every layer, prints the four-score profile (FHS_V -> FHS_C -> FHS_L -> P_final) and writes a
-    report. Nothing is downloaded; a few minutes on a 2-core CPU.
+    report. The fine-tuning arm (unless --no-finetune): one small tiny model fine-tuned with LoRA on
+    an easy 2-class set with the vision tower frozen and tuned, plus the vision-tower CE baseline;
+    base and fine-tuned models extracted and probed, so the report adds the before/after overlay
+    and Tables 2 and 3. Nothing is downloaded; a few minutes on a 2-core CPU; a rerun reuses every
+    model, adapter, store and table the same settings built.
 
     \b
     Example:
@@ -41,9 +48,14 @@ def demo(out: Path, families: str, n_per_class: int, seeds: str, preset: str, de
         preset=preset,
         device=device,
         progress=not no_progress,
+        finetune=not no_finetune,
+        finetune_family=finetune_family,
     )
     result = run_demo(cfg, log=lambda msg: click.echo(msg, err=True))
-    click.echo("\nFour-score profile (FHS_V -> FHS_C -> FHS_L -> P_final; tiny random-weight models):\n")
+    click.echo("\nFour-score profile (FHS_V -> FHS_C -> FHS_L -> P_final; tiny random-weight models, before and after fine-tuning):\n")
     click.echo(result.profile_markdown)
     click.echo(f"\nreport: {result.report / 'report.md'} (and report.html)")
     click.echo(f"results: {result.results}")
+    if result.arm is not None:
+        click.echo(f"fine-tuning arm: adapters {', '.join(str(a) for a in result.arm.adapters)}; tables {result.report / 'table2.md'}, "
+                   f"{result.report / 'table3.md'}")

@@ -33,6 +33,8 @@ from layerprobe.cli.extract_cmd import _parse_candidates  # the same --candidate
 @click.option("--lora-dropout", default=0.05, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="Dropout on the LoRA input.")
 @click.option("--lr", "learning_rate", default=1e-4, show_default=True, type=float, help="AdamW learning rate (cosine decay after warmup).")
 @click.option("--warmup-ratio", default=0.05, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="Share of steps warming up.")
+@click.option("--max-grad-norm", type=click.FloatRange(min=0, min_open=True), metavar="X",
+              help="Clip the gradient norm at X before each step (default: no clipping, as the paper). e.g. --max-grad-norm 1.0")
 @click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1), help="Passes over the train split.")
 @click.option("--max-steps", type=click.IntRange(min=1), metavar="N", help="Stop after N optimizer steps (smoke runs). e.g. --max-steps 10")
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Samples per forward pass.")
@@ -56,7 +58,7 @@ from layerprobe.cli.extract_cmd import _parse_candidates  # the same --candidate
 @click.option("--json", "as_json", is_flag=True, help="Print a one-line JSON summary on stdout instead of text.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def finetune(model, revision, trust_remote_code, site_spec, dataset, split_file, prompt, candidates, out, vision_tower, connector, lora_r,
-             lora_alpha, lora_dropout, learning_rate, warmup_ratio, epochs, max_steps, batch_size, grad_accum, seed, dtype, device,
+             lora_alpha, lora_dropout, learning_rate, warmup_ratio, max_grad_norm, epochs, max_steps, batch_size, grad_accum, seed, dtype, device,
              keep, save_steps, gradient_checkpointing, workers, vision_ce, ce_tower, ce_head, ce_head_hidden, as_json, no_progress):
     """LoRA-fine-tune an MLLM on a labelled image set (the study's SFT step) into a peft adapter folder.
 
@@ -74,7 +76,7 @@ def finetune(model, revision, trust_remote_code, site_spec, dataset, split_file,
     and a head on its last block, mean-pooled per image as vision/mean pools it, trained with cross-entropy
     on the same splits (same optimiser flags); --out is a new .parquet holding one results row (kind vision_ce)
     that fhs and report load beside probe tables. The SFT-only flags (--vision-tower, --connector,
-    --grad-accum, --max-steps, --save-steps, --gradient-checkpointing) are refused with it.
+    --grad-accum, --max-steps, --save-steps, --gradient-checkpointing, --max-grad-norm) are refused with it.
       layerprobe finetune --vision-ce --model ./medgemma --dataset busi:/data/BUSI --out results/busi-vision-ce.parquet
     """
     if vision_ce or _given(_CE_ONLY):
@@ -95,7 +97,7 @@ def finetune(model, revision, trust_remote_code, site_spec, dataset, split_file,
     cfg = FinetuneConfig(
         model=model, dataset=dataset, split_file=split_file, out=out, prompt=prompt, candidates=candidates, revision=revision,
         trust_remote_code=trust_remote_code, site_spec=site_spec, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-        vision_tower=vision_tower, connector=connector, learning_rate=learning_rate, warmup_ratio=warmup_ratio, epochs=epochs,
+        vision_tower=vision_tower, connector=connector, learning_rate=learning_rate, warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm, epochs=epochs,
         batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps, seed=seed, device=device, dtype=dtype, keep=keep,
         save_steps=save_steps, gradient_checkpointing=gradient_checkpointing, num_workers=workers, progress=not no_progress,
     )
@@ -112,7 +114,7 @@ def finetune(model, revision, trust_remote_code, site_spec, dataset, split_file,
                f"val loss {summary['val_loss']}; {summary['seconds']:.1f} s")
 
 
-_SFT_ONLY = ("vision_tower", "connector", "grad_accum", "max_steps", "save_steps", "gradient_checkpointing")
+_SFT_ONLY = ("vision_tower", "connector", "grad_accum", "max_steps", "save_steps", "gradient_checkpointing", "max_grad_norm")
 """Parameters of LoRA SFT that the vision-CE baseline has no use for (refused, never ignored)."""
 _CE_ONLY = ("ce_tower", "ce_head", "ce_head_hidden")
 

@@ -357,6 +357,7 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
     from layerprobe.extract.model.dtypes import compute_dtype
     from layerprobe.extract.model.loading import load_model
     from layerprobe.extract.model.prompt import candidate_token_ids, encode_batch, render_prompt
+    from layerprobe.finetune.output import finetune_extra  # the arm's identity, when the adapter is finetune's
     from layerprobe.store import RunMeta, StoreWriter, open_store
 
     manifest, candidates, instruction = _task(cfg)
@@ -378,8 +379,8 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
         model_type=loaded.model_type, adapter=loaded.adapter, adapter_hash=loaded.adapter_hash,
         dataset_name=manifest.name, manifest_sha256=manifest.sha256, prompt_template=prompt,
         candidates=tuple(candidates), candidate_token_ids=token_ids, class_names=manifest.class_names,
-        compute_dtype=dtype.name, answer_tokens=cfg.answer_tokens, extra={"instruction": instruction, "batch_size": cfg.batch_size, "device": loaded.device,
-                                         "compute_dtype_reason": dtype.reason, **data_extra},
+        compute_dtype=dtype.name, answer_tokens=cfg.answer_tokens, extra={"instruction": instruction, "batch_size": cfg.batch_size,
+        "device": loaded.device, "compute_dtype_reason": dtype.reason, **data_extra, **finetune_extra(cfg.adapter)},
     )
     samples = manifest.sample_info()
     with StoreWriter.open(cfg.out, meta, capturer.site_specs(), samples, chunk_samples=cfg.chunk_samples, lock=cfg.shard) as writer:

@@ -7,6 +7,8 @@ Layout of the folder (every link in it is relative, so it can be moved, zipped o
     profile.md       the Table-1-style matrix alone
     profile.csv      one row per run: scores, spreads, best/worst flags, notes
     curves.parquet   tidy layer-wise curves (one row per run, module, layer; plus P_final)
+    table2.{md,csv}  frozen vs LoRA-tuned vision tower (paper Table 2), when the results hold both arms
+    table3.{md,csv}  MLLM SFT vs P(V,end) vs vision-tower CE (paper Table 3), when they hold all three
     figures/         pipeline_<dataset>.{png,svg} (paper Fig. 3), llm_sites_<dataset>.{png,svg} (Fig. 5)
 
 ``report.md`` is the one source: ``report.html`` is rendered from it by the converter of
@@ -34,11 +36,13 @@ import polars as pl
 
 from layerprobe import __version__, vocab
 from layerprobe.errors import LayerprobeError
+from layerprobe.fhs.arms import arm_results
 from layerprobe.fhs.config import FHSConfig
 from layerprobe.fhs.curves import LayerPoints, curves_from, layer_points
 from layerprobe.fhs.markdown import markdown_to_html, md_escape
 from layerprobe.fhs.plots import Figures, plot_llm_sites, plot_pipeline
 from layerprobe.fhs.profile import RunProfile, profiles_from
+from layerprobe.fhs.sft_tables import table2, table2_markdown, table3, table3_markdown
 from layerprobe.fhs.stores import store_details
 from layerprobe.fhs.tables import details_markdown, matrix_markdown, profile_frame, run_label, write_profile_table
 from layerprobe.results import SOURCE, CheckedResults, check_results, load_results
@@ -73,7 +77,9 @@ def build_report(
     checked = check_results(results) if isinstance(results, (CheckedResults, pl.DataFrame)) else load_results(results)
     folder = Path(out_dir)
     _check_folder(folder)
-    points = layer_points(checked, config)  # once: the profile, the tables and every figure share them
+    # once: the profile, the tables and every figure share them; vision-CE rows are no run to profile (Table 3 reads them)
+    is_ce = pl.col("kind") == vocab.VISION_CE
+    points = layer_points(checked.frame.filter(~is_ce) if checked.frame.select(is_ce.any()).item() else checked, config)
     work = _work_folder(folder)
     try:
         written = _write_report(work, checked, points, config, html_page=html_page, error_bands=error_bands, title=title)
@@ -105,6 +111,8 @@ def _write_report(folder: Path, checked: CheckedResults, points: LayerPoints, co
     if notes:
         lines += ["Notes on undefined (n/a) scores:", "", *notes, ""]
     lines += _curves_section(pipeline, llm_sites, folder, config, error_bands)
+    arm_lines, arm_files = _arm_tables_section(folder, checked, points)
+    lines += arm_lines
     lines += ["## Score details", "", "P in percent; FHS = P_end x (1 + GF) x VP; ± is the standard deviation of per-seed FHS.", "", details_markdown(profiles)]
     lines += ["## Runs", "", *_runs_section(table, profiles)]
     lines += ["## Probe and scoring settings", "", *_settings_section(table, config)]
@@ -113,6 +121,7 @@ def _write_report(folder: Path, checked: CheckedResults, points: LayerPoints, co
     lines += [
         "- `profile.md`: the matrix above; `profile.csv`: one row per run with spreads and best/worst flags",
         "- `curves.parquet`: tidy layer-wise curves (mean and std over seeds per layer, P_final rows)",
+        *(f"- `{_rel(p, folder)}`" for p in arm_files),
         *(f"- `{_rel(p, folder)}`" for p in figures),
         "",
     ]
@@ -140,6 +149,35 @@ def _curves_section(pipeline: Figures, llm_sites: Figures, folder: Path, config:
         lines += [f"Per LLM layer: {md_escape(config.llm_site)} (comprehension, solid) vs {md_escape(config.llm_alt_site)} (utilisation, dashed).", ""]
         lines += [line for dataset, paths in zip(*llm_sites, strict=True) for line in (f"![{md_escape(dataset)}: LLM sites]({_rel(paths[0], folder)})", "")]
     return lines
+
+
+def _arm_tables_section(folder: Path, checked: CheckedResults, points: LayerPoints) -> tuple[list[str], list[Path]]:
+    """Tables 2 and 3 (:mod:`.sft_tables`) when the results hold fine-tuned runs (:mod:`.arms`); else nothing."""
+    results = arm_results(checked, points)
+    t2, t3 = table2(results), table3(results)
+    lines: list[str] = []
+    files: list[Path] = []
+    if t2:
+        lines += ["## Frozen vs LoRA-tuned vision tower (Table 2)", "",
+                  "Test accuracy and F1 of the fine-tuned model's own answer (P_final, percent) with the vision tower tuned by LoRA "
+                  "and frozen; gap = mean over datasets and both metrics of 100 x (frozen - LoRA) / LoRA (negative: freezing cost).", "",
+                  table2_markdown(t2, escape=md_escape)]  # fmt: skip
+        files += _write_arm_table(folder / "table2", table2_markdown(t2, escape=md_escape), pl.DataFrame(
+            [{"model": r.model, "dataset": d, "tower": tower, vocab.ACCURACY: vals[2 * i], "f1": vals[2 * i + 1], "gap_percent": r.gap}
+             for r in t2 for tower, vals in ((vocab.LORA, r.lora), (vocab.FROZEN, r.frozen)) for i, d in enumerate(r.datasets)]))  # fmt: skip
+    if t3:
+        lines += ["## MLLM SFT vs vision-tower probe vs vision-tower SFT (Table 3)", "",
+                  "Test accuracy in percent: the fine-tuned MLLM's answer, the base model's last vision-tower layer probed (P(V,end)), "
+                  "and the vision tower trained with a cross-entropy head (finetune --vision-ce).", "",
+                  table3_markdown(t3, escape=md_escape)]  # fmt: skip
+        files += _write_arm_table(folder / "table3", table3_markdown(t3, escape=md_escape), pl.DataFrame([r._asdict() for r in t3]))
+    return lines, files
+
+
+def _write_arm_table(stem: Path, markdown: str, frame: pl.DataFrame) -> list[Path]:
+    stem.with_suffix(".md").write_text(markdown)
+    frame.write_csv(stem.with_suffix(".csv"))
+    return [stem.with_suffix(".md"), stem.with_suffix(".csv")]
 
 
 def _check_folder(folder: Path) -> None:
@@ -187,6 +225,7 @@ def _move_into_place(work: Path, folder: Path) -> None:
     new = {p.relative_to(work) for p in work.rglob("*") if p.is_file()}
     stale = [p for p in (folder / "figures").glob("*") if p.is_file() and p.suffix in (".png", ".svg", ".pdf")]
     stale += [folder / "report.html"] if (folder / "report.html").is_file() else []
+    stale += [p for p in folder.glob("table[23].*") if p.is_file() and p.suffix in (".md", ".csv")]
     for path in stale:
         if path.relative_to(folder) not in new:
             path.unlink()

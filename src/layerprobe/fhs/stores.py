@@ -26,6 +26,8 @@ class StoreDetails(NamedTuple):
     """The instruction prompt as given."""
     class_names: tuple[str, ...]
     """Class names, in label order."""
+    extra: dict = {}
+    """``RunMeta.extra`` (e.g. ``finetune``: the fine-tuned arm, :mod:`layerprobe.fhs.arms`); read-only by convention."""
 
 
 def store_details(store: str | None, *, relative_to: Path | None = None) -> StoreDetails | None:
@@ -43,5 +45,5 @@ def store_details(store: str | None, *, relative_to: Path | None = None) -> Stor
         except (LayerprobeError, OSError):  # not there, not a store, or damaged: say less, not fail
             continue
         meta = opened.meta
-        return StoreDetails(meta.model_hash, meta.model_type, opened.created_at, meta.prompt_template, meta.class_names)
+        return StoreDetails(meta.model_hash, meta.model_type, opened.created_at, meta.prompt_template, meta.class_names, dict(meta.extra))
     return None

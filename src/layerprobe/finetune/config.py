@@ -11,6 +11,9 @@ Choices the paper leaves open, and why they are set as they are:
   ``frozen`` is the grey arm of Table 2.
 - ``lora_dropout=0.05``: not given in the paper; the common LoRA-SFT default (ms-swift, many peft
   recipes). ``weight_decay=0``: AdamW without decay, transformers' default.
+- ``max_grad_norm=None``: no gradient clipping. The paper names none, and transformers' ``Trainer``
+  would otherwise clip the global gradient norm at 1.0 by default, a silent change of the recipe;
+  a number clips at that norm.
 - ``keep="last"``: the paper trains a fixed 20 epochs and names no model selection.
 - Splits: a dataset's own split column is used; a dataset with none is split exactly as the probe
   sweep splits its store by default (:func:`layerprobe.probe.make_splits`, seed 0, 60/20/20,
@@ -90,6 +93,9 @@ class FinetuneConfig:
     """Share of the optimizer steps spent warming up linearly from 0 (paper: 0.05)."""
     weight_decay: float = 0.0
     """AdamW weight decay (not in the paper; transformers' default)."""
+    max_grad_norm: float | None = None
+    """Clip the global gradient norm (all trained parameters) at this value before each optimizer
+    step; None = no clipping (the paper names none; transformers' Trainer would clip at 1.0)."""
     epochs: int = 20
     """Passes over the train split (paper: 20)."""
     batch_size: int = 4
@@ -143,6 +149,8 @@ class FinetuneConfig:
                 raise FinetuneError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if not self.learning_rate > 0 or self.weight_decay < 0:
             raise FinetuneError(f"learning_rate must be > 0 and weight_decay >= 0, got {self.learning_rate}, {self.weight_decay}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise FinetuneError(f"max_grad_norm must be > 0 (or None for no clipping), got {self.max_grad_norm}")
         if self.prompt is not None and not self.prompt.strip():
             raise FinetuneError("prompt is empty; pass an instruction or leave it out to use the dataset's own")
 

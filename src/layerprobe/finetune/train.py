@@ -80,6 +80,7 @@ def training_arguments(cfg: FinetuneConfig, checkpoints: Path, device: Any) -> A
         max_steps=cfg.max_steps if cfg.max_steps is not None else -1,
         learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm if cfg.max_grad_norm is not None else 0.0,  # 0 = no clipping there
         lr_scheduler_type="cosine",
         warmup_steps=cfg.warmup_ratio,
         optim="adamw_torch",
