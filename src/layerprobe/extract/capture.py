@@ -157,8 +157,9 @@ class Capturer:
         own = self.model.generation_config
         eos = own.eos_token_id
         pad = own.pad_token_id if own.pad_token_id is not None else (eos[0] if isinstance(eos, list) else eos)
-        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=eos, pad_token_id=pad)
-        out = self.model.generate(**batch, generation_config=config, return_dict_in_generate=True, output_logits=True)
+        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=eos, pad_token_id=pad,
+                                  return_dict_in_generate=True, output_logits=True)
+        out = self.model.generate(**batch, generation_config=config)
         return out.logits[0], out.sequences[:, batch["input_ids"].shape[1]:]
 
 
