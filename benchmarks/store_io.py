@@ -173,17 +173,8 @@ def _bench_read(root: Path, full) -> tuple[float, float, float]:
     print(f"open_store: {1e3 * (time.perf_counter() - t0):.1f} ms")
     for name, arr in full.items():  # correctness before speed
         assert np.array_equal(store.read_bits(name), arr), name
-    site_ratios, t_np, t_st, n_read = [], [], [], 0
-    for rep in range(6):  # 15 pairs: the median of 9 swung by +-0.3 between runs
-        for name in full:
-            f = root / "np" / f"{name.replace('/', '_')}.npy"
-            a = _timed(lambda: np.load(f), full[name].nbytes)
-            b = _timed(lambda: store.read_slabs(name, dtype=torch.bfloat16), full[name].nbytes)
-            if rep:
-                site_ratios.append(a / b)
-                t_np.append(a)
-                t_st.append(b)
-                n_read += full[name].nbytes
+    npy = {name: root / "np" / f"{name.replace('/', '_')}.npy" for name in full}
+    site_ratios, t_np, t_st, n_read = _site_pairs(full, lambda name: np.load(npy[name]), lambda name: store.read_slabs(name, dtype=torch.bfloat16))
     site_ratio = statistics.median(site_ratios)
     print(f"full-site read: np.load {n_read / sum(t_np) / 1e9:.2f} GB/s, store {n_read / sum(t_st) / 1e9:.2f} GB/s -> ratio {site_ratio:.2f}x"
           f" (median of {len(site_ratios)} pairs)")
@@ -212,19 +203,28 @@ def _bench_read(root: Path, full) -> tuple[float, float, float]:
     return site_ratio, slab_ratio, fp32
 
 
+def _site_pairs(full, baseline, candidate, reps: int = 6) -> tuple[list[float], list[float], list[float], int]:
+    """Full-site reads of every site, ``baseline(name)`` and ``candidate(name)`` timed alternately;
+    the first round warms up. Returns the pair ratios, both sides' times and the bytes timed.
+    6 rounds x 3 sites = 15 pairs: the median of 9 swung by +-0.3 between runs."""
+    ratios, t_a, t_b, n_read = [], [], [], 0
+    for rep in range(reps):
+        for name in full:
+            a = _timed(lambda: baseline(name), full[name].nbytes)
+            b = _timed(lambda: candidate(name), full[name].nbytes)
+            if rep:
+                ratios.append(a / b)
+                t_a.append(a)
+                t_b.append(b)
+                n_read += full[name].nbytes
+    return ratios, t_a, t_b, n_read
+
+
 def _bench_checked(root: Path, full) -> float:
     """Full-site reads with checksums checked (the default) against the same reads unchecked."""
     store = open_store(root / "s.zarr")
-    ratios, n_read, t_on, t_off = [], 0, [], []
-    for rep in range(6):
-        for name in full:
-            a = _timed(lambda: store.read_slabs(name, dtype=torch.bfloat16, check=False), full[name].nbytes)
-            b = _timed(lambda: store.read_slabs(name, dtype=torch.bfloat16), full[name].nbytes)
-            if rep:
-                ratios.append(a / b)
-                t_off.append(a)
-                t_on.append(b)
-                n_read += full[name].nbytes
+    ratios, t_off, t_on, n_read = _site_pairs(full, lambda name: store.read_slabs(name, dtype=torch.bfloat16, check=False),
+                                              lambda name: store.read_slabs(name, dtype=torch.bfloat16))
     ratio = statistics.median(ratios)
     q = statistics.quantiles(ratios, n=4)
     print(f"full-site read checked against commit records (XXH3-64 per chunk): unchecked {n_read / sum(t_off) / 1e9:.2f} GB/s,"
