@@ -26,6 +26,7 @@ Choices (measured on the 2-core dev box, see docs/LOG.md "store"):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,7 +110,7 @@ class ArrayPlan:
     @property
     def chunk_nbytes(self) -> int:
         """Bytes of one raw chunk (fixed-size dtypes only)."""
-        return int(np.prod(self.chunk_shape)) * np.dtype(self.dtype).itemsize
+        return math.prod(self.chunk_shape) * np.dtype(self.dtype).itemsize  # math.prod: np.prod costs ~15 us a call
 
     @property
     def row_nbytes(self) -> int:
