@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable, Mapping
+from typing import Any
 
 
 def import_submodules(package: str) -> tuple[str, ...]:
@@ -21,3 +23,22 @@ def import_submodules(package: str) -> tuple[str, ...]:
     for name in names:
         importlib.import_module(f"{package}.{name}")
     return names
+
+
+def lazy_exports(package: str, exports: Mapping[str, str], namespace: dict[str, Any]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``(__getattr__, __dir__)`` for a package whose public names load their module on first use
+    (PEP 562), so importing the package stays light. ``exports``: name -> sub-module (relative to
+    ``package``); ``namespace``: the package's ``globals()``, where a loaded name is kept."""
+
+    def getattr_(name: str) -> Any:
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{package}.{module}"), name)
+        namespace[name] = value
+        return value
+
+    def dir_() -> list[str]:
+        return sorted(set(namespace) | set(exports))
+
+    return getattr_, dir_

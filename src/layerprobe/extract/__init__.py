@@ -11,8 +11,7 @@ transformers; each name loads its module on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from layerprobe.discovery import lazy_exports
 
 _EXPORTS = {
     "load_model": "model.loading",
@@ -39,13 +38,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'layerprobe.extract' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"layerprobe.extract.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

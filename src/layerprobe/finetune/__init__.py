@@ -16,8 +16,7 @@ Names are re-exported lazily, so importing this package imports neither torch no
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from layerprobe.discovery import lazy_exports
 
 _EXPORTS = {
     "FinetuneConfig": "config",
@@ -36,13 +35,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'layerprobe.finetune' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"layerprobe.finetune.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -17,9 +17,7 @@ torch itself when a ``SweepConfig`` turns its device string into a ``torch.devic
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from layerprobe.discovery import lazy_exports
 from layerprobe.probe.config import PRESETS, LinearSpec, ProbeSpec, SweepConfig, get_preset, parse_memory
 
 _LAZY_MODULES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -36,9 +34,4 @@ _LAZY: dict[str, str] = {name: module for module, names in _LAZY_MODULES for nam
 
 __all__ = ["PRESETS", "LinearSpec", "ProbeSpec", "SweepConfig", "get_preset", "parse_memory", *_LAZY]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'layerprobe.probe' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"layerprobe.probe.{module}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
