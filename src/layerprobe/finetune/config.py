@@ -128,31 +128,13 @@ class FinetuneConfig:
     ``extract/data/splits.py``); the splits are in the manifest hash a resume compares."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "out", Path(self.out))
-        if self.candidates is not None:
-            from layerprobe.extract.data.candidates import as_candidates
-
-            object.__setattr__(self, "candidates", as_candidates(self.candidates, FinetuneError))
+        check_training_fields(self, positive=("lora_r", "lora_alpha", "epochs", "batch_size", "grad_accum", "save_steps"))
         _choice("vision_tower", self.vision_tower, vocab.VISION_TOWER_MODES)
         _choice("connector", self.connector, vocab.CONNECTOR_MODES)
-        _choice("keep", self.keep, vocab.KEEP_MODES)
-        _choice("dtype", self.dtype, vocab.COMPUTE_DTYPES)
-        for name in ("lora_r", "lora_alpha", "epochs", "batch_size", "grad_accum", "save_steps"):
-            if getattr(self, name) < 1:
-                raise FinetuneError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise FinetuneError(f"max_steps must be at least 1, got {self.max_steps}")
-        if self.num_workers < 0:
-            raise FinetuneError(f"num_workers must be at least 0, got {self.num_workers}")
-        for name in ("lora_dropout", "warmup_ratio"):
-            if not 0 <= getattr(self, name) < 1:
-                raise FinetuneError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if not self.learning_rate > 0 or self.weight_decay < 0:
-            raise FinetuneError(f"learning_rate must be > 0 and weight_decay >= 0, got {self.learning_rate}, {self.weight_decay}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise FinetuneError(f"max_grad_norm must be > 0 (or None for no clipping), got {self.max_grad_norm}")
-        if self.prompt is not None and not self.prompt.strip():
-            raise FinetuneError("prompt is empty; pass an instruction or leave it out to use the dataset's own")
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the adapter's bytes, JSON-ready (a resumed run must repeat them)."""
@@ -165,6 +147,31 @@ class FinetuneConfig:
                 value = f"manifest:{value.name}:{value.sha256}"
             out[f.name] = list(value) if isinstance(value, tuple) else (str(value) if isinstance(value, Path) else value)
         return out
+
+
+def check_training_fields(cfg: Any, positive: tuple[str, ...]) -> None:
+    """The checks every fine-tuning config shares (``FinetuneConfig``, ``VisionCEConfig``): ``out``
+    as a Path, candidates matched form, keep/dtype choices, the ``positive`` ints >= 1, workers,
+    dropout and warmup in [0, 1), a positive learning rate, a non-empty prompt."""
+    object.__setattr__(cfg, "out", Path(cfg.out))
+    if cfg.candidates is not None:
+        from layerprobe.extract.data.candidates import as_candidates
+
+        object.__setattr__(cfg, "candidates", as_candidates(cfg.candidates, FinetuneError))
+    _choice("keep", cfg.keep, vocab.KEEP_MODES)
+    _choice("dtype", cfg.dtype, vocab.COMPUTE_DTYPES)
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            raise FinetuneError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.num_workers < 0:
+        raise FinetuneError(f"num_workers must be at least 0, got {cfg.num_workers}")
+    for name in ("lora_dropout", "warmup_ratio"):
+        if not 0 <= getattr(cfg, name) < 1:
+            raise FinetuneError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
+    if not cfg.learning_rate > 0 or cfg.weight_decay < 0:
+        raise FinetuneError(f"learning_rate must be > 0 and weight_decay >= 0, got {cfg.learning_rate}, {cfg.weight_decay}")
+    if cfg.prompt is not None and not cfg.prompt.strip():
+        raise FinetuneError("prompt is empty; pass an instruction or leave it out to use the dataset's own")
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from layerprobe import vocab
-from layerprobe.finetune.config import FinetuneConfig, FinetuneError, _choice
+from layerprobe.finetune.config import FinetuneConfig, FinetuneError, _choice, check_training_fields
 
 if TYPE_CHECKING:
     from layerprobe.extract.data.manifest import Manifest
@@ -94,27 +94,9 @@ class VisionCEConfig:
     """CSV ``id,split`` whose splits replace the dataset's own, as ``FinetuneConfig.split_file``."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "out", Path(self.out))
-        if self.candidates is not None:
-            from layerprobe.extract.data.candidates import as_candidates
-
-            object.__setattr__(self, "candidates", as_candidates(self.candidates, FinetuneError))
+        check_training_fields(self, positive=("head_hidden", "lora_r", "lora_alpha", "epochs", "batch_size"))
         _choice("tower", self.tower, vocab.VISION_CE_TOWER_MODES)
         _choice("head", self.head, vocab.VISION_CE_HEADS)
-        _choice("keep", self.keep, vocab.KEEP_MODES)
-        _choice("dtype", self.dtype, vocab.COMPUTE_DTYPES)
-        for name in ("head_hidden", "lora_r", "lora_alpha", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise FinetuneError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.num_workers < 0:
-            raise FinetuneError(f"num_workers must be at least 0, got {self.num_workers}")
-        for name in ("lora_dropout", "warmup_ratio"):
-            if not 0 <= getattr(self, name) < 1:
-                raise FinetuneError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if not self.learning_rate > 0 or self.weight_decay < 0:
-            raise FinetuneError(f"learning_rate must be > 0 and weight_decay >= 0, got {self.learning_rate}, {self.weight_decay}")
-        if self.prompt is not None and not self.prompt.strip():
-            raise FinetuneError("prompt is empty; pass an instruction or leave it out to use the dataset's own")
         if self.out.suffix != ".parquet":
             raise FinetuneError(f"vision-CE output {self.out} must be a .parquet file (the results table), e.g. results/vision_ce.parquet")
 
