@@ -204,7 +204,7 @@ def _assemble(cfg: FinetuneConfig, run: Prepared, final: Path, work: Path, secon
         model_type=loaded.model_type, dataset_name=task.manifest.name, manifest_sha256=task.manifest.sha256,
         class_names=list(task.manifest.class_names), candidates=list(task.candidates),
         candidate_token_ids=list(setup.answers.first_ids), answer_token_ids=[list(a) for a in setup.answers.answer_ids],
-        end_of_turn_token_id=setup.answers.end_of_turn, instruction=task.instruction, prompt_template=prompt,
+        end_of_turn_token_id=setup.answers.end_of_turn, end_token_ids=list(setup.answers.end_ids), instruction=task.instruction, prompt_template=prompt,
         vision_tower=cfg.vision_tower, connector=cfg.connector, compute_dtype=run.dtype.name, compute_dtype_reason=run.dtype.reason,
         device=str(loaded.device),
         lora_modules={part: sum(setup.plan.parts.part_of(n) == part for n in setup.plan.lora) for part in ("vision", "connector", "llm")},
