@@ -19,6 +19,7 @@ from layerprobe.finetune.run import resolve_task, run_finetune, run_identity
 from layerprobe.finetune.vision_ce import run_vision_ce
 from layerprobe.finetune.vision_ce_config import VisionCEConfig
 from layerprobe.testing.images import make_dataset
+from test_extract_auto_dtype import cpu_kind  # noqa: F401 -- the fixture that patches the CPU's bf16 checks both ways
 
 torch.set_num_threads(1)
 
@@ -26,17 +27,6 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def small_set(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("auto-ft"), n_per_class=4, size=56)
-
-
-@pytest.fixture
-def cpu_kind(monkeypatch):
-    """``cpu_kind(native)``: the CPU reports native bf16 (AMX) or none, whatever it really has."""
-
-    def patch(native: bool) -> None:
-        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native)
-        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-
-    return patch
 
 
 def _cfg(model, dataset, out, **overrides) -> FinetuneConfig:
