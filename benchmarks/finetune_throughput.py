@@ -17,11 +17,26 @@ Timed: wall time per optimizer step (data loading and collation included), the f
 ``samples_per_second`` its StepTiming callback records), the floor's from ``perf_counter`` around
 the same span. No checkpoint falls inside the timed steps (``save_steps`` past the end).
 Peak memory: ``ru_maxrss`` (CPU) or ``torch.cuda.max_memory_allocated`` (CUDA) when training ends,
-each mode in its own process. Modes run in interleaved pairs (A/B, then B/A, ...); every ratio is
-the median over pairs, its spread (min-max) printed.
+each mode in its own process. Both children import the same modules before that moment, but for
+what the finetune command itself needs (the ``Trainer`` and what it imports): the benchmark's own
+bookkeeping (polars, to read finetune's step table) is imported after the peak is taken. Measured
+on the CPU: importing polars raises ``ru_maxrss`` by 22 MiB, about the 0.5% that the finetune
+child's peak exceeded the floor's while it imported polars before training; the ``Trainer``'s
+imports add about 1 MiB, which is real and stays in. The top-level modules only one child has
+loaded at its peak are printed, so any other asymmetry shows. Modes run in interleaved pairs
+(A/B, then B/A, ...); every ratio is the median over pairs, its spread (min-max) printed.
+
+The compute dtype is ``--dtype`` (default ``auto``, finetune's default) resolved once by
+``layerprobe.hardware.resolve_compute_dtype`` as finetune and extract resolve it, and passed to
+every child by name, so all modes run in the same dtype.
+
+P_final by generation vs forced choice (issue 12): one more child loads the same checkpoint once
+and runs ``run_extract`` on the same ``--extract-images`` images with ``answer_tokens=8``
+(``extract``'s default: greedy generation in the capture pass) and ``answer_tokens=0`` (forced
+choice only) alternately, ``--pairs`` rounds after a warm-up (``benchmarks/_pairs.py``); it prints
+both images/s and the median ratio of the pairs with its quartiles. It has no target.
 
 Targets (issue 12): finetune >= 0.95x the floor's samples/s, and no more peak memory (<= 1.00x).
-P_final by generation vs forced choice in ``extract``: printed as n/a until extraction generates.
 Run: ``.venv/bin/python benchmarks/finetune_throughput.py [--pairs 3 --steps 6 --family qwen2_vl]``.
 """
 
@@ -40,6 +55,10 @@ import time
 from pathlib import Path
 
 MODES = ("finetune", "floor")
+EXTRACT = "extract"
+"""Child of the generation-overhead pairs (not a training mode)."""
+ANSWER_TOKENS = 8
+"""Tokens the generating extraction decodes (``ExtractConfig.answer_tokens``' default)."""
 TARGETS = {"samples/s finetune/floor": (0.95, ">="), "peak memory finetune/floor": (1.00, "<=")}
 
 
@@ -57,10 +76,12 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="untimed optimizer steps first")
     p.add_argument("--pairs", type=int, default=3, help="interleaved finetune/floor pairs; ratios are medians over pairs")
     p.add_argument("--max-grad-norm", type=float, default=None, help="clip the gradient norm in both modes (default: none, finetune's default)")
-    p.add_argument("--dtype", default="bfloat16", help="dtype of the base weights (finetune's default)")
+    p.add_argument("--dtype", default="auto", help="dtype of the base weights: auto (finetune's default, resolved once here) or a compute dtype")
+    p.add_argument("--extract-images", type=int, default=32, help="images per extraction in the generation-overhead pairs")
+    p.add_argument("--extract-batch", type=int, default=8, help="extract's batch size there (extract's default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--work-dir", default="bench-out/finetune")
-    p.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=(*MODES, EXTRACT), help=argparse.SUPPRESS)
     p.add_argument("--ckpt", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -88,8 +109,12 @@ def _peak_mib(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _top_modules() -> list[str]:
+    """Top-level packages loaded in this process (to show what one child imported that the other did not)."""
+    return sorted({name.partition(".")[0] for name in list(sys.modules) if not name.startswith("_")})
+
+
 def _child_finetune(args: argparse.Namespace, device) -> dict:
-    import polars as pl
     import transformers
 
     from layerprobe.finetune import FinetuneConfig, run_finetune
@@ -101,6 +126,7 @@ def _child_finetune(args: argparse.Namespace, device) -> dict:
     def measured(self, *a, **k):  # peak memory when training ends, before the adapter folder is assembled
         out = train(self, *a, **k)
         peak["mib"] = _peak_mib(device)
+        peak["modules"] = _top_modules()
         return out
 
     transformers.Trainer.train = measured
@@ -108,10 +134,12 @@ def _child_finetune(args: argparse.Namespace, device) -> dict:
     out = Path(args.work_dir) / "runs" / f"finetune-{os.getpid()}-{time.time_ns()}"
     run_finetune(FinetuneConfig(model=args.ckpt, dataset=args.data, out=out, batch_size=args.batch_size, max_steps=n_steps, save_steps=n_steps + 1,
                                 dtype=args.dtype, device=args.device, progress=False, lora_dropout=0.05, max_grad_norm=args.max_grad_norm))
+    import polars as pl  # the benchmark's bookkeeping: imported after the peak is taken (module docstring)
+
     rates = pl.read_parquet(out / STEPS_FILE)
     step_s = [args.batch_size / r for r in rates.get_column("samples_per_second").to_list()]
     shutil.rmtree(out, ignore_errors=True)
-    return {"step_seconds": step_s[args.warmup :], "peak_mib": peak["mib"]}
+    return {"step_seconds": step_s[args.warmup :], "peak_mib": peak["mib"], "modules": peak["modules"]}
 
 
 def _child_floor(args: argparse.Namespace, device) -> dict:
@@ -162,7 +190,41 @@ def _child_floor(args: argparse.Namespace, device) -> dict:
             break
     if len(step_s) < n_steps:
         raise SystemExit(f"floor: the train split gave {len(step_s)} batches, {n_steps} needed")
-    return {"step_seconds": step_s[args.warmup :], "peak_mib": _peak_mib(device)}
+    return {"step_seconds": step_s[args.warmup :], "peak_mib": _peak_mib(device), "modules": _top_modules()}
+
+
+def _child_extract(args: argparse.Namespace, device) -> dict:
+    """Generation overhead: extraction with ``answer_tokens`` 8 and 0 alternately on one loaded model."""
+    from _pairs import pair_ratios, run_rounds
+
+    from layerprobe.extract.config import ExtractConfig
+    from layerprobe.extract.data.datasets import from_image_folder
+    from layerprobe.extract.model.loading import load_model
+    from layerprobe.extract.runner import run_extract
+    from layerprobe.testing.images import CANDIDATES, INSTRUCTION
+
+    manifest = from_image_folder(args.data).head(args.extract_images)
+    loaded = load_model(args.ckpt, dtype=args.dtype, device=device, progress=False)
+    runs = Path(args.work_dir) / "runs" / f"extract-{os.getpid()}"
+
+    def extract(answer_tokens: int, subset, name: str) -> float:
+        out = runs / f"{name}.zarr"
+        shutil.rmtree(out, ignore_errors=True)
+        cfg = ExtractConfig(model=args.ckpt, dataset=subset, out=out, candidates=CANDIDATES, prompt=INSTRUCTION, batch_size=args.extract_batch,
+                            num_workers=0, device=str(device), dtype=args.dtype, progress=False, answer_tokens=answer_tokens)  # fmt: skip
+        started = time.perf_counter()
+        run_extract(cfg, loaded=loaded)
+        seconds = time.perf_counter() - started
+        shutil.rmtree(out, ignore_errors=True)
+        return seconds / subset.n_samples
+
+    for tokens in (ANSWER_TOKENS, 0):  # warm-up: kernels, lazy imports, the first store of each path
+        extract(tokens, manifest.head(args.extract_batch), "warm-up")
+    steps = {"generated": lambda r: extract(ANSWER_TOKENS, manifest, "generated"), "forced": lambda r: extract(0, manifest, "forced")}
+    rounds = run_rounds(steps, args.pairs)
+    ratio = pair_ratios(rounds, "forced", "generated")  # forced s/img over generated s/img = generated img/s over forced img/s
+    shutil.rmtree(runs, ignore_errors=True)
+    return {"images_per_s": {name: 1 / statistics.median(v) for name, v in rounds.items()}, "ratio": list(ratio)}
 
 
 def _child(args: argparse.Namespace) -> dict:
@@ -170,6 +232,8 @@ def _child(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     device = torch.device("cuda" if args.device.startswith("cuda") and torch.cuda.is_available() else "cpu")
+    if args.child == EXTRACT:
+        return _child_extract(args, device)
     result = (_child_finetune if args.child == "finetune" else _child_floor)(args, device)
     result["samples_per_s"] = args.batch_size * len(result["step_seconds"]) / sum(result["step_seconds"])
     return result
@@ -186,11 +250,23 @@ def _checkpoint(args: argparse.Namespace, models: Path) -> Path:
     return padded_checkpoint(args.family, args, models)
 
 
-def _run(mode: str, args: argparse.Namespace, argv: list[str], ckpt: Path, data: Path) -> dict:
-    proc = subprocess.run([sys.executable, __file__, *argv, "--child", mode, "--ckpt", str(ckpt), "--data", str(data)], capture_output=True, text=True)
+def _run(mode: str, args: argparse.Namespace, argv: list[str], ckpt: Path, data: Path, dtype: str) -> dict:
+    command = [sys.executable, __file__, *argv, "--child", mode, "--ckpt", str(ckpt), "--data", str(data), "--dtype", dtype]
+    proc = subprocess.run(command, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"{mode} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _resolved_dtype(args: argparse.Namespace, ckpt: Path) -> str:
+    """``--dtype`` resolved once, as finetune and extract resolve it; every child runs in it."""
+    import torch
+
+    from layerprobe.hardware import checkpoint_fp32_bytes, resolve_compute_dtype
+
+    resolved = resolve_compute_dtype(args.dtype, torch.device(args.device), checkpoint_fp32_bytes(ckpt))
+    print(f"compute dtype of every mode: {resolved.name} ({resolved.reason})", flush=True)
+    return resolved.name
 
 
 def _verdict(name: str, value: float) -> bool:
@@ -211,21 +287,28 @@ def main(argv: list[str] | None = None) -> None:
     data = make_dataset(work / f"images-{args.image_size}", n_per_class=n_per_class, size=args.image_size, seed=0)
     cpu, bf16 = cpu_info()
     print(f"finetune_throughput: {args.family}, LLM {args.hidden}x{args.layers}, vision {args.vision_hidden}x{args.vision_layers}, "
-          f"vocab {args.vocab or 'tiny'}, {args.image_size} px, batch {args.batch_size}, {args.dtype}, {args.device}, "
+          f"vocab {args.vocab or 'tiny'}, {args.image_size} px, batch {args.batch_size}, --dtype {args.dtype}, {args.device}, "
           f"{args.warmup}+{args.steps} steps, {args.pairs} pairs; {os.cpu_count()} cores, CPU {cpu!r}, native bf16: {'yes' if bf16 else 'no'}; "
           f"{time.strftime('%Y-%m-%d %H:%M')}", flush=True)
     ckpt = _checkpoint(args, work / "models")
+    dtype = _resolved_dtype(args, ckpt)
     child_argv = list(argv if argv is not None else sys.argv[1:])
     ratios: dict[str, list[float]] = {name: [] for name in TARGETS}
     print(f"{'pair':>4} {'mode':<9} {'samples/s':>10} {'peak MiB':>10}")
     for pair in range(args.pairs):
         order = MODES if pair % 2 == 0 else MODES[::-1]  # interleaved A/B, B/A: drift on the machine hits both
-        results = {mode: _run(mode, args, child_argv, ckpt, data) for mode in order}
+        results = {mode: _run(mode, args, child_argv, ckpt, data, dtype) for mode in order}
         for mode in MODES:
             print(f"{pair:>4} {mode:<9} {results[mode]['samples_per_s']:10.3f} {results[mode]['peak_mib']:10,.0f}", flush=True)
         ratios["samples/s finetune/floor"].append(results["finetune"]["samples_per_s"] / results["floor"]["samples_per_s"])
         ratios["peak memory finetune/floor"].append(results["finetune"]["peak_mib"] / results["floor"]["peak_mib"])
-    print("P_final generation vs forced choice in extract: n/a (extraction does not generate answers yet)")
+    only = {mode: sorted(set(results[mode]["modules"]) - set(results[other]["modules"])) for mode, other in (MODES, MODES[::-1])}
+    print("modules loaded at the peak by one child only: " + "; ".join(f"{mode}: {', '.join(names) or 'none'}" for mode, names in only.items()))
+    gen = _run(EXTRACT, args, child_argv, ckpt, data, dtype)
+    median, q1, q3, n = gen["ratio"]
+    print(f"P_final generation vs forced choice in extract ({args.extract_images} images, batch {args.extract_batch}, {dtype}): "
+          f"answer_tokens={ANSWER_TOKENS} {gen['images_per_s']['generated']:.2f} img/s vs answer_tokens=0 {gen['images_per_s']['forced']:.2f} img/s "
+          f"= {median:.2f}x (IQR {q1:.2f}-{q3:.2f}, {n} pairs)", flush=True)
     parts, met = [], True
     for name, values in ratios.items():
         median = statistics.median(values)

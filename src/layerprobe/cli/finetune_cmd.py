@@ -40,7 +40,11 @@ from layerprobe.cli.extract_cmd import _parse_candidates  # the same --candidate
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Samples per forward pass.")
 @click.option("--grad-accum", default=1, show_default=True, type=click.IntRange(min=1), help="Forward passes per optimizer step.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of LoRA init, data order and dropout.")
-@click.option("--dtype", default=vocab.BFLOAT16, show_default=True, type=click.Choice(vocab.COMPUTE_DTYPES), help="Dtype of the base weights.")
+@click.option("--dtype", default=vocab.AUTO, show_default=True, type=click.Choice(vocab.EXTRACT_DTYPES),
+              help="Compute dtype of the base weights, chosen as extract chooses it (LoRA weights stay float32). auto = bfloat16 "
+                   "where the device has native bf16 matmuls (CUDA >= 8.0, CPUs with AMX or AVX512-BF16), else float32 when the "
+                   "fp32 weights fit in half the free memory (else bfloat16, with a warning); the choice and why are printed and "
+                   "recorded in the adapter's metadata. e.g. --dtype float32")
 @click.option("--device", default="auto", show_default=True, metavar="DEV", help="auto (CUDA if present), cpu, cuda or cuda:N.")
 @click.option("--keep", default=vocab.KEEP_LAST, show_default=True, type=click.Choice(vocab.KEEP_MODES),
               help="last: the final adapter; best: the epoch with the best val accuracy.")

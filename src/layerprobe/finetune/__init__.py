@@ -7,6 +7,7 @@ adapter folder that ``extract --adapter`` loads. Modules:
 - :mod:`.config`: :class:`FinetuneConfig` (the paper's preset as defaults), :class:`FinetuneError`;
 - :mod:`.targets`: LoRA targets by full module path (vision tower frozen or adapted);
 - :mod:`.examples`: answer-only labels on extraction's prompt, the collator;
+- :mod:`.dtype`: ``--dtype auto`` resolved as extraction resolves it;
 - :mod:`.metrics`: forced-choice val accuracy, as extraction scores the answer;
 - :mod:`.callbacks`, :mod:`.train`: the transformers ``Trainer`` and its callbacks;
 - :mod:`.output`: folders, resume, metadata, step table, curve; :mod:`.run`: :func:`run_finetune`.

@@ -109,9 +109,11 @@ class FinetuneConfig:
     """Seeds LoRA init, data order and dropout: the same seed gives the same adapter (CPU)."""
     device: str = "auto"
     """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
-    dtype: str = vocab.BFLOAT16
-    """Dtype of the frozen base weights, as extraction loads them (bf16 by default); the LoRA weights
-    are kept in float32 (peft's default) and saved so."""
+    dtype: str = vocab.AUTO
+    """Compute dtype of the frozen base weights, chosen as extraction chooses it: ``auto`` (bf16 where
+    the device has native bf16 matmuls, else fp32 when the fp32 weights fit the memory budget, else
+    bf16 with a warning; :mod:`.dtype`) or one of ``vocab.COMPUTE_DTYPES``. The LoRA weights are kept
+    in float32 (peft's default) and saved so. The run's identity holds the resolved name."""
     keep: str = vocab.KEEP_LAST
     """``last``: the adapter after the final step; ``best``: the epoch with the highest val accuracy
     (ties: lower val loss, then the earlier epoch)."""
@@ -151,15 +153,16 @@ class FinetuneConfig:
 
 def check_training_fields(cfg: Any, positive: tuple[str, ...]) -> None:
     """The checks every fine-tuning config shares (``FinetuneConfig``, ``VisionCEConfig``): ``out``
-    as a Path, candidates matched form, keep/dtype choices, the ``positive`` ints >= 1, workers,
-    dropout and warmup in [0, 1), a positive learning rate, a non-empty prompt."""
+    as a Path, candidates matched form, keep/dtype choices (``auto`` or a compute dtype), the
+    ``positive`` ints >= 1, workers, dropout and warmup in [0, 1), a positive learning rate, a
+    non-empty prompt."""
     object.__setattr__(cfg, "out", Path(cfg.out))
     if cfg.candidates is not None:
         from layerprobe.extract.data.candidates import as_candidates
 
         object.__setattr__(cfg, "candidates", as_candidates(cfg.candidates, FinetuneError))
     _choice("keep", cfg.keep, vocab.KEEP_MODES)
-    _choice("dtype", cfg.dtype, vocab.COMPUTE_DTYPES)
+    _choice("dtype", cfg.dtype, vocab.EXTRACT_DTYPES)
     for name in positive:
         if getattr(cfg, name) < 1:
             raise FinetuneError(f"{name} must be at least 1, got {getattr(cfg, name)}")

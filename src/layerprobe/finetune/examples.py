@@ -5,15 +5,29 @@ the generation prompt (:func:`~layerprobe.extract.model.prompt.render_prompt`, t
 records), encoded by :func:`~layerprobe.extract.model.prompt.encode_batch` as extraction encodes it, then
 the target appended: the tokens of the sample's candidate answer, tokenized on their own as
 :func:`~layerprobe.extract.model.prompt.candidate_token_ids` does (so the first answer token is the one
-extraction's forced choice scores), then the end-of-turn token where the template has one.
+extraction's forced choice scores), then the end tokens (:attr:`AnswerFormat.end_ids`): the
+template's end-of-turn token where it has one, and a token generation stops on.
 
 - **End of turn**: the template renders an assistant turn holding a marker; the text that follows
   the marker closes the turn. When its first token is a special or added token (``<|im_end|>``,
-  ``<end_of_turn>``, ``<end_of_utterance>``, ``</s>``) it is trained; a plain closer (the tiny LLaVA
-  template's space) is not a token to teach. Without a chat template (PaliGemma) it is the
-  tokenizer's EOS, as PaliGemma's own processor appends to a training suffix.
+  ``<end_of_turn>``, ``<end_of_utterance>``, ``</s>``) it is trained; a plain closer (LLaVA-1.5's
+  template closes the turn with a space) is not a token to teach. Without a chat template
+  (PaliGemma) it is the tokenizer's EOS, as PaliGemma's own processor appends to a training suffix.
+- **A stop token, always last**: the generated-answer P_final decodes greedily until the model
+  emits one of its generation config's ``eos_token_id`` (an int or a list:
+  :func:`generation_stop_ids`, read as extraction's ``Capturer._generate`` passes it to
+  ``generate``). A target that ends in no such token teaches the answer's first tokens but never to
+  stop: measured in the demo, tiny fine-tuned models answered ``Tumor`` then ran on for the whole
+  token budget, and the decoded text (special tokens skipped) read ``Tumormunge...``, which names no
+  candidate (generated P_final 0.50-0.58 where forced choice was 1.00). So when the end-of-turn
+  token is not a stop id (a plain-text closer; or a checkpoint whose generation config leaves its
+  own turn closer out, as the tiny test models do), the tokenizer's EOS is appended, as SFT stacks
+  end every target with the token that stops decoding (TRL appends the EOS to plain-text
+  completions); where the EOS is no stop id either, the generation config's first stop id is.
+  Released Qwen2-VL and Gemma3 checkpoints list their turn closer among the stop ids, so they
+  train exactly their template's text.
 - **Labels** are -100 on every prompt position (text, image tokens, special tokens) and on padding,
-  and the target token ids on the answer + end-of-turn positions. The model shifts them itself.
+  and the target token ids on the answer + end positions. The model shifts them itself.
 - **Padding** stays on the left, as in extraction: each row's prompt (without its padding) gets its
   answer appended, and the rows are left-padded again; per-token tensors (``token_type_ids``,
   ``mm_token_type_ids``...) follow the same recipe, image tensors are left as the processor made them.
@@ -47,11 +61,24 @@ class AnswerFormat:
     """What is appended to the prompt for each class."""
 
     answer_ids: tuple[tuple[int, ...], ...]
-    """Token ids of candidate ``i`` (no special tokens), then the end-of-turn id where there is one."""
+    """Token ids of candidate ``i`` (no special tokens), then :attr:`end_ids`."""
     first_ids: tuple[int, ...]
     """First token of each candidate: the forced-choice columns (extraction's ``candidate_token_ids``)."""
     end_of_turn: int | None
-    """The end-of-turn token id appended after every answer, or None."""
+    """The template's end-of-turn token id (:func:`end_of_turn_id`), or None for a plain-text closer."""
+    end_ids: tuple[int, ...] = ()
+    """Tokens appended after every answer: ``end_of_turn`` where there is one, then a stop id of
+    generation unless ``end_of_turn`` is one (module docstring)."""
+
+
+def generation_stop_ids(model: Any) -> tuple[int, ...]:
+    """The token ids greedy generation stops on: ``model.generation_config.eos_token_id`` (an int or
+    a list), exactly what extraction's ``Capturer._generate`` passes to ``generate``; () when none."""
+    config = getattr(model, "generation_config", None)
+    eos = getattr(config, "eos_token_id", None)
+    if eos is None:
+        return ()
+    return tuple(int(i) for i in eos) if isinstance(eos, (list, tuple)) else (int(eos),)
 
 
 def end_of_turn_id(processor: Any) -> int | None:
@@ -78,16 +105,29 @@ def end_of_turn_id(processor: Any) -> int | None:
     return int(ids[0]) if int(ids[0]) in special else None
 
 
-def answer_format(processor: Any, candidates: Sequence[str]) -> AnswerFormat:
-    """Target tokens of every class; errors as extraction's (an empty or shared first token)."""
+def end_ids(eot: int | None, stop_ids: Sequence[int], eos: int | None) -> tuple[int, ...]:
+    """What follows every answer: ``eot`` (if any), then a stop id unless ``eot`` is one (module docstring)."""
+    end = () if eot is None else (eot,)
+    if not stop_ids or (end and end[-1] in stop_ids):  # no stop id at all: nothing to teach but the template
+        return end
+    return end + (eos if eos in stop_ids else stop_ids[0],)
+
+
+def answer_format(processor: Any, candidates: Sequence[str], stop_ids: Sequence[int] | None = None) -> AnswerFormat:
+    """Target tokens of every class; errors as extraction's (an empty or shared first token).
+    ``stop_ids``: the ids generation stops on (:func:`generation_stop_ids` of the model); None = the
+    tokenizer's EOS."""
     first_ids = candidate_token_ids(processor, candidates)
     tokenizer = processor.tokenizer
     eot = end_of_turn_id(processor)
+    eos = tokenizer.eos_token_id
+    stops = tuple(stop_ids) if stop_ids is not None else (() if eos is None else (int(eos),))
+    end = end_ids(eot, stops, eos)
     answers = []
     for candidate in candidates:
         ids = tuple(int(i) for i in tokenizer(candidate, add_special_tokens=False)["input_ids"])
-        answers.append(ids + ((eot,) if eot is not None else ()))
-    return AnswerFormat(answer_ids=tuple(answers), first_ids=first_ids, end_of_turn=eot)
+        answers.append(ids + end)
+    return AnswerFormat(answer_ids=tuple(answers), first_ids=first_ids, end_of_turn=eot, end_ids=end)
 
 
 class ImageSamples:

@@ -18,7 +18,8 @@ Why transformers' ``Trainer`` (with peft), not TRL's ``SFTTrainer`` or a hand-wr
 Choices: ``optim="adamw_torch"`` (plain AdamW, the paper's optimiser); one training log per optimizer
 step (the per-step table); evaluation each epoch on val (loss + forced-choice accuracy); checkpoints
 every ``save_steps`` steps, the last two kept; no ``bf16``/``fp16`` autocast flag (the base weights
-are already in ``dtype``, peft keeps the LoRA weights in float32).
+are already in the compute dtype, resolved as extraction resolves it (:mod:`.dtype`); peft keeps the
+LoRA weights in float32).
 """
 
 from __future__ import annotations
@@ -101,37 +102,46 @@ class Prepared:
     """The prompt text, exactly as ``extract`` renders it for this model and instruction."""
     setup: Any
     """:class:`~layerprobe.finetune.train.Setup`: Trainer, target plan, answer tokens."""
+    dtype: Any
+    """:class:`~layerprobe.hardware.ResolvedDtype`: the compute dtype the base weights run in, and why."""
 
 
-def prepare(cfg: FinetuneConfig, task: Task, checkpoints: Path) -> Prepared:
-    """Load the model as extraction does, check its template, inject LoRA, build the Trainer."""
+def prepare(cfg: FinetuneConfig, task: Task, checkpoints: Path, dtype: Any = None) -> Prepared:
+    """Load the model as extraction does, check its template, inject LoRA, build the Trainer.
+    ``dtype``: the resolved compute dtype (None = resolve ``cfg.dtype`` here, :mod:`.dtype`)."""
     from transformers import set_seed
 
+    from layerprobe.finetune.dtype import resolve_dtype
     from layerprobe.finetune.train import build_trainer
 
     device = parse_device(cfg.device, FinetuneError)
+    dtype = dtype if dtype is not None else resolve_dtype(cfg, device)
     set_seed(cfg.seed)
-    loaded = load_model(cfg.model, dtype=compute_dtype(cfg.dtype), device=device, trust_remote_code=cfg.trust_remote_code,
+    loaded = load_model(cfg.model, dtype=compute_dtype(dtype.name), device=device, trust_remote_code=cfg.trust_remote_code,
                         revision=cfg.revision)
     adapter = get_adapter(loaded, site_spec=cfg.site_spec)
     prompt = render_prompt(loaded.processor, task.instruction, plain_prompt=adapter.plain_prompt)
     _check_image_placed(loaded.processor, prompt)
     setup = build_trainer(cfg, task, loaded, adapter, prompt, checkpoints, device)
-    return Prepared(task, loaded, prompt, setup)
+    return Prepared(task, loaded, prompt, setup, dtype)
 
 
-def run_identity(cfg: FinetuneConfig, manifest: Manifest) -> dict[str, Any]:
-    """What ``<out>.partial/run.json`` records: the config's identity, the dataset by name and manifest hash."""
-    return {**cfg.identity(), "dataset": manifest.name, "manifest_sha256": manifest.sha256}
+def run_identity(cfg: FinetuneConfig, manifest: Manifest, dtype: str | None = None) -> dict[str, Any]:
+    """What ``<out>.partial/run.json`` records: the config's identity with ``dtype`` the resolved
+    compute dtype (None: ``cfg.dtype`` as given), the dataset by name and manifest hash."""
+    return {**cfg.identity(), "dtype": dtype or cfg.dtype, "dataset": manifest.name, "manifest_sha256": manifest.sha256}
 
 
 def run_finetune(cfg: FinetuneConfig) -> Path:
     """Run (or resume) the fine-tuning ``cfg`` describes; return the adapter folder."""
     started = time.perf_counter()
+    from layerprobe.finetune.dtype import resolve_dtype
+
     task = resolve_task(cfg)
-    parse_device(cfg.device, FinetuneError)  # a bad device fails before any folder is made
-    work = output.claim_work_folder(cfg.out, run_identity(cfg, task.manifest))
-    run = prepare(cfg, task, work / CHECKPOINTS)
+    device = parse_device(cfg.device, FinetuneError)  # a bad device fails before any folder is made
+    dtype = resolve_dtype(cfg, device)  # before the run's identity: a resume compares the resolved dtype
+    work = output.claim_work_folder(cfg.out, run_identity(cfg, task.manifest, dtype.name))
+    run = prepare(cfg, task, work / CHECKPOINTS, dtype)
     resume = output.last_complete_checkpoint(work / CHECKPOINTS)
     if resume is not None:
         _drop_stale_best(work, resume)
@@ -194,11 +204,12 @@ def _assemble(cfg: FinetuneConfig, run: Prepared, final: Path, work: Path, secon
         model_type=loaded.model_type, dataset_name=task.manifest.name, manifest_sha256=task.manifest.sha256,
         class_names=list(task.manifest.class_names), candidates=list(task.candidates),
         candidate_token_ids=list(setup.answers.first_ids), answer_token_ids=[list(a) for a in setup.answers.answer_ids],
-        end_of_turn_token_id=setup.answers.end_of_turn, instruction=task.instruction, prompt_template=prompt,
-        vision_tower=cfg.vision_tower, connector=cfg.connector, compute_dtype=cfg.dtype, device=str(loaded.device),
+        end_of_turn_token_id=setup.answers.end_of_turn, end_token_ids=list(setup.answers.end_ids), instruction=task.instruction, prompt_template=prompt,
+        vision_tower=cfg.vision_tower, connector=cfg.connector, compute_dtype=run.dtype.name, compute_dtype_reason=run.dtype.reason,
+        device=str(loaded.device),
         lora_modules={part: sum(setup.plan.parts.part_of(n) == part for n in setup.plan.lora) for part in ("vision", "connector", "llm")},
         full_modules=list(setup.plan.full),
-        hyperparameters=cfg.identity(),
+        hyperparameters={**cfg.identity(), "dtype": run.dtype.name},
         splits={"source": task.split_source, "n_train": int(task.train.size), "n_val": int(task.val.size), "n_test": int(task.test.size)},
         epochs=epochs, kept=kept, seconds=round(seconds, 3),
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 from layerprobe.finetune import callbacks as cb
 from layerprobe.finetune.config import FinetuneConfig
-from layerprobe.finetune.examples import AnswerFormat, Collator, ImageSamples, answer_format
+from layerprobe.finetune.examples import AnswerFormat, Collator, ImageSamples, answer_format, generation_stop_ids
 from layerprobe.finetune.metrics import ForcedChoice
 from layerprobe.finetune.targets import TargetPlan, check_injection, plan_targets
 
@@ -109,7 +109,7 @@ def build_trainer(cfg: FinetuneConfig, task: Any, loaded: Any, adapter: Any, pro
     model = loaded.model
     plan = plan_targets(model, adapter.paths, loaded.model_type, vision_tower=cfg.vision_tower, connector=cfg.connector)
     peft_model = inject_lora(model, plan, cfg)
-    answers = answer_format(loaded.processor, task.candidates)
+    answers = answer_format(loaded.processor, task.candidates, generation_stop_ids(model))
     collator = Collator(loaded.processor, prompt, answers, loaded.model_type, float_dtype=model.dtype)
     manifest = task.manifest
 

@@ -16,7 +16,8 @@ written last, atomically), so a rerun starts over.
 The row: ``run_id`` = ``vision_ce-`` + 12 hex of the run's identity (model hash, manifest hash,
 params, seed); ``store`` and ``adapter`` empty (no store is read, nothing is saved);
 ``preset`` = ``paper`` or ``custom`` (:attr:`VisionCEConfig.preset`), ``params`` = JSON of the
-settings; ``best_epoch`` = the kept epoch (1-based); ``matmul_dtype`` = the load dtype.
+settings; ``best_epoch`` = the kept epoch (1-based); ``matmul_dtype`` = the load dtype (``auto``
+resolved as extraction resolves it, :mod:`.dtype`; the reason is printed).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any, NamedTuple
 from layerprobe import vocab
 from layerprobe.devices import parse_device
 from layerprobe.finetune.config import PROBE_SPLIT_FRACTIONS, PROBE_SPLIT_SEED, FinetuneError
+from layerprobe.finetune.dtype import resolve_dtype
 from layerprobe.finetune.vision_ce_config import VisionCEConfig
 
 
@@ -45,9 +47,10 @@ def run_vision_ce(cfg: VisionCEConfig) -> Path:
     if cfg.keep == vocab.KEEP_BEST and task.val.size == 0:
         raise FinetuneError(f"dataset {task.manifest.name!r} has no val samples to choose the best epoch on; use keep 'last' or add a val split")
     device = parse_device(cfg.device, FinetuneError)
+    dtype = resolve_dtype(cfg, device).name
     started = time.perf_counter()
-    trained = _train(cfg, task, device)
-    row = _row(cfg, task, trained, time.perf_counter() - started)
+    trained = _train(cfg, task, device, dtype)
+    row = _row(cfg, task, trained, time.perf_counter() - started, dtype)
     _write_row(row, cfg.out)
     return cfg.out
 
@@ -65,8 +68,8 @@ class Trained(NamedTuple):
     """Split name (``vocab.SCORED_SPLITS``) -> :class:`~layerprobe.finetune.vision_ce_loop.Scores` with the kept weights."""
 
 
-def _train(cfg: VisionCEConfig, task: Any, device: Any) -> Trained:
-    """Load, prepare, train; the kept epoch's val/test metrics and what the row needs."""
+def _train(cfg: VisionCEConfig, task: Any, device: Any, dtype: str) -> Trained:
+    """Load (in the resolved compute ``dtype``), prepare, train; the kept epoch's val/test metrics and what the row needs."""
     import torch
     from transformers import get_cosine_schedule_with_warmup, set_seed
 
@@ -77,7 +80,7 @@ def _train(cfg: VisionCEConfig, task: Any, device: Any) -> Trained:
     from layerprobe.finetune.vision_tower import TowerFeatures, make_head, prepare_tower, tower_parts
 
     set_seed(cfg.seed)
-    loaded = load_model(cfg.model, dtype=compute_dtype(cfg.dtype), device=device, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
+    loaded = load_model(cfg.model, dtype=compute_dtype(dtype), device=device, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
     adapter = get_adapter(loaded, site_spec=cfg.site_spec)
     parts = tower_parts(loaded, adapter)
     trainable = prepare_tower(loaded.model, parts, cfg.tower, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
@@ -105,9 +108,9 @@ def _train(cfg: VisionCEConfig, task: Any, device: Any) -> Trained:
     return Trained(loaded, features.n_blocks, best[1], scores)
 
 
-def _row(cfg: VisionCEConfig, task: Any, trained: Trained, seconds: float) -> dict[str, Any]:
+def _row(cfg: VisionCEConfig, task: Any, trained: Trained, seconds: float, dtype: str) -> dict[str, Any]:
     loaded = trained.loaded
-    params = json.dumps(cfg.params(), sort_keys=True)
+    params = json.dumps({**cfg.params(), "dtype": dtype}, sort_keys=True)  # the resolved dtype, never "auto"
     identity = json.dumps([loaded.model_id, loaded.model_hash, task.manifest.sha256, params, cfg.seed])
     n_blocks = trained.n_blocks
     row: dict[str, Any] = {
@@ -122,7 +125,7 @@ def _row(cfg: VisionCEConfig, task: Any, trained: Trained, seconds: float) -> di
             row[vocab.metric_column(split, metric)] = float(getattr(trained.scores[split], metric))
     fractions = "/".join(f"{f:g}" for f in PROBE_SPLIT_FRACTIONS)
     split = f"stratified seed={PROBE_SPLIT_SEED} fractions={fractions}" if task.split_source == "stratified" else "store"
-    row.update({"split": split, "n_folds": 1, "matmul_dtype": cfg.dtype, "best_epoch": trained.epoch, "chosen_c": None, "converged": None})
+    row.update({"split": split, "n_folds": 1, "matmul_dtype": dtype, "best_epoch": trained.epoch, "chosen_c": None, "converged": None})
     return row
 
 

@@ -81,8 +81,10 @@ class VisionCEConfig:
     """Seeds the head and LoRA init, data order and dropout."""
     device: str = "auto"
     """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
-    dtype: str = vocab.BFLOAT16
-    """Dtype the model is loaded and run in, as extraction's; trained weights are float32."""
+    dtype: str = vocab.AUTO
+    """Dtype the model is loaded and run in, chosen as extraction chooses it (``auto`` or one of
+    ``vocab.COMPUTE_DTYPES``; :mod:`.dtype`); trained weights are float32. The row's ``params`` and
+    ``matmul_dtype`` hold the resolved name."""
     keep: str = vocab.KEEP_LAST
     """``last``: the weights after the final epoch; ``best``: the epoch with the best val accuracy
     (ties: lower val loss, then the earlier epoch). The row's ``best_epoch`` says which."""
