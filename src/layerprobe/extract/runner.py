@@ -314,19 +314,12 @@ def _write(writer, start, acts, logits_nc, sha256, skipped_n, reasons, texts=Non
 def _resolve_dtype(cfg: ExtractConfig, loaded: LoadedModel | None) -> ResolvedDtype:
     """``cfg.dtype`` as a compute dtype (``auto``: by device and the checkpoint's fp32 size, read from
     its safetensors headers before loading); a model passed in already runs in its own dtype."""
-    from layerprobe.hardware import ResolvedDtype, checkpoint_fp32_bytes, resolve_compute_dtype
+    from layerprobe.extract.model.loading import resolve_for_checkpoint
+    from layerprobe.hardware import ResolvedDtype
 
     if cfg.dtype == vocab.AUTO and loaded is not None:
         return ResolvedDtype(loaded.compute_dtype, f"auto: the model passed in runs in {loaded.compute_dtype}")
-    weight_bytes = None
-    if cfg.dtype == vocab.AUTO:
-        from layerprobe.extract.model.loading import _local_folder  # the folder load_model will read
-
-        weight_bytes = checkpoint_fp32_bytes(_local_folder(str(cfg.model), cfg.revision))
-    resolved = resolve_compute_dtype(cfg.dtype, cfg.device, weight_bytes)
-    if cfg.progress:
-        print(f"{cfg.out.name}: compute dtype {resolved.name} ({resolved.reason})", file=sys.stderr)
-    return resolved
+    return resolve_for_checkpoint(cfg.dtype, str(cfg.model), cfg.revision, cfg.device, label=cfg.out.name, progress=cfg.progress)
 
 
 def _task(cfg: ExtractConfig) -> tuple[Manifest, tuple[str, ...], str]:

@@ -11,24 +11,13 @@ identity holds, so a resumed run compares the dtype it would really train in.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
-
-from layerprobe import vocab
 
 
 def resolve_dtype(cfg: Any, device: Any) -> Any:
     """``cfg.dtype`` (a ``FinetuneConfig`` or ``VisionCEConfig``) resolved for ``device``: a
     :class:`~layerprobe.hardware.ResolvedDtype` (name + reason), printed when ``cfg.progress``."""
-    from layerprobe.hardware import checkpoint_fp32_bytes, resolve_compute_dtype
+    from layerprobe.extract.model.loading import resolve_for_checkpoint
 
-    weight_bytes = None
-    if cfg.dtype == vocab.AUTO:
-        from layerprobe.extract.model.loading import _local_folder  # the folder load_model will read
-
-        weight_bytes = checkpoint_fp32_bytes(_local_folder(str(cfg.model), cfg.revision))
-    resolved = resolve_compute_dtype(cfg.dtype, device, weight_bytes)
-    if cfg.progress:
-        print(f"{Path(cfg.out).name}: compute dtype {resolved.name} ({resolved.reason})", file=sys.stderr)
-    return resolved
+    return resolve_for_checkpoint(cfg.dtype, str(cfg.model), cfg.revision, device, label=Path(cfg.out).name, progress=cfg.progress)

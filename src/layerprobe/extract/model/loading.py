@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from layerprobe import vocab
 from layerprobe.devices import parse_device
 from layerprobe.errors import ExtractError
 from layerprobe.extract.model.dtypes import compute_dtype, dtype_name
@@ -98,7 +99,7 @@ def load_model(
     name = dtype_name(torch_dtype)
     torch_device = device if isinstance(device, torch.device) else parse_device(device, ExtractError)
     with loading_bars(progress):
-        path = _local_folder(str(model), revision)
+        path = local_folder(str(model), revision)
         weights = model_weights(path, allow_pickle)
         model_hash = hash_files(tuple(weights))
         config = _load_config(path, trust_remote_code)
@@ -202,7 +203,7 @@ def load_processor(path: str | os.PathLike, model_type: str, trust_remote_code: 
     return processor
 
 
-def _local_folder(model: str, revision: str | None) -> Path:
+def local_folder(model: str, revision: str | None) -> Path:
     """A local checkpoint folder for ``model``: the folder itself, or the hub snapshot.
 
     A string that reads as a path (``./x``, ``../x``, ``/x``, ``~/x``, ``a/b/c``, or ``a/b`` where
@@ -295,3 +296,21 @@ def _one_line(err: BaseException | None, limit: int = 200) -> str:
         return head[: end + 1]
     cut = head.rfind(" ")
     return (head[:cut] if cut > 0 else head).rstrip(",;:") + " ..."
+
+
+def resolve_for_checkpoint(requested: str, model: str, revision: str | None, device: torch.device | str,
+                           *, label: str, progress: bool):  # type: ignore[no-untyped-def]  # fmt: skip
+    """``requested`` (a dtype name or ``auto``) resolved for the checkpoint ``model`` on ``device``:
+    a :class:`~layerprobe.hardware.ResolvedDtype` (name + reason), printed as ``label: compute dtype ...``
+    when ``progress``. ``auto`` reads the checkpoint's fp32 size from its safetensors headers, on the
+    folder ``load_model`` will read, before anything is loaded. Extraction and fine-tuning both
+    call this, so one checkpoint resolves alike in both."""
+    import sys
+
+    from layerprobe.hardware import checkpoint_fp32_bytes, resolve_compute_dtype
+
+    weight_bytes = checkpoint_fp32_bytes(local_folder(model, revision)) if requested == vocab.AUTO else None
+    resolved = resolve_compute_dtype(requested, device, weight_bytes)
+    if progress:
+        print(f"{label}: compute dtype {resolved.name} ({resolved.reason})", file=sys.stderr)
+    return resolved
