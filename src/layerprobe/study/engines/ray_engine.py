@@ -40,8 +40,9 @@ MAX_RETRIES = 3
 def local_instance_options(workers: int | None) -> dict[str, Any]:
     """``ray.init`` options of the local instance started for a run (the benchmark starts the same).
 
-    No dashboard (its processes are a second of a 2-core machine's start-up and nothing here reads
-    them); worker logs stay in Ray's session folder instead of being copied to the driver's output.
+    No dashboard (more processes to start, and nothing here reads it); worker logs stay in Ray's
+    session folder instead of being copied to the driver's output. What start-up still costs is in
+    ``docs/study.md`` ("What a local Ray instance costs").
     """
     return {"num_cpus": workers, "include_dashboard": False, "log_to_driver": False}
 
