@@ -1,7 +1,8 @@
 """`layerprobe study --engine ray`: the same bytes as the local engine, through a worker killed mid-extraction.
 
-One local Ray instance (2 CPUs, no dashboard) serves the whole module; the engine finds it started
-and uses it. Each study variant writes to its own output root beside the one tiny study, so model
+One local Ray instance (the engine's own local options, 2 CPUs) serves the whole module; the engine
+finds it started and uses it. Its workers carry the fault hook of ``layerprobe.testing.faults``,
+idle until the kill test arms it. Each study variant writes to its own output root beside the one tiny study, so model
 and dataset paths (recorded in stores) are the same for every engine.
 """
 
@@ -17,7 +18,7 @@ import pytest
 
 from layerprobe import vocab
 from layerprobe.study import run_study
-from layerprobe.study.faults import FAULT_ENV
+from layerprobe.testing import faults
 
 ray = pytest.importorskip("ray")
 
@@ -28,9 +29,16 @@ WORKERS = 2
 
 
 @pytest.fixture(scope="module")
-def ray_instance():
+def fault_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ray-faults")
+
+
+@pytest.fixture(scope="module")
+def ray_instance(fault_dir):
+    from layerprobe.study.engines.ray_engine import local_instance_options
+
     started = time.perf_counter()
-    ray.init(num_cpus=WORKERS, include_dashboard=False, log_to_driver=False)
+    ray.init(**local_instance_options(WORKERS), runtime_env=faults.kill_runtime_env(fault_dir))
     print(f"ray.init: {time.perf_counter() - started:.1f} s")
     yield
     ray.shutdown()
@@ -76,11 +84,10 @@ def test_ray_with_two_workers_writes_what_the_local_engine_writes(ray_instance, 
     assert again.ran == ()
 
 
-def test_a_worker_killed_during_extraction_is_retried_to_the_same_bytes(ray_instance, local_run, monkeypatch, tmp_path):
+def test_a_worker_killed_during_extraction_is_retried_to_the_same_bytes(ray_instance, local_run, fault_dir):
     study, local = local_run
-    marker = tmp_path / "killed-once"
-    monkeypatch.setenv(FAULT_ENV, str(marker))
+    faults.arm(fault_dir)
     result = run_study(variant(study, "kill.toml", out="kill-out"), engine=vocab.ENGINE_RAY, workers=WORKERS, echo=None)
-    assert marker.exists()  # a shard's worker did die after a committed block
+    assert faults.killed(fault_dir)  # a shard's worker did die after a committed block
     assert set(result.states.values()) == {vocab.STATE_DONE}, json.loads(result.status.read_text())["steps"]
     _assert_same_outputs(local, result)

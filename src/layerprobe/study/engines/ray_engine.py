@@ -30,12 +30,21 @@ import ray
 from layerprobe import vocab
 from layerprobe.study.engines.base import Finished, Started, blocked, execute, one_line
 from layerprobe.study.errors import StudyError
-from layerprobe.study.faults import exit_once_after_commit, fault_marker
 from layerprobe.study.state import Outcome
 from layerprobe.study.steps import ExtractStep, ProbeStep, Step
 
 MAX_RETRIES = 3
 """Times Ray reruns a task whose worker died (a crash, a lost node, an out-of-memory kill)."""
+
+
+def local_instance_options(workers: int | None) -> dict[str, Any]:
+    """``ray.init`` options of the local instance started for a run (the benchmark starts the same).
+
+    No dashboard (more processes to start, and nothing here reads it); worker logs stay in Ray's
+    session folder instead of being copied to the driver's output. What start-up still costs is in
+    ``docs/study.md`` ("What a local Ray instance costs").
+    """
+    return {"num_cpus": workers, "include_dashboard": False, "log_to_driver": False}
 
 
 def connect(address: str | None, workers: int | None) -> bool:
@@ -44,7 +53,7 @@ def connect(address: str | None, workers: int | None) -> bool:
     if ray.is_initialized():
         return False
     if address is None:
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        ray.init(**local_instance_options(workers))
         return True
     if address != "auto":
         _check_reachable(address)
@@ -76,7 +85,6 @@ class RayEngine:
         self.has_gpus = resources.get("GPU", 0) > 0
         self.parts = workers or max(1, int(resources.get("CPU", 1)))
         self.settings = settings
-        self.fault = fault_marker()
 
     def run(self, steps: Sequence[Step], started: Started, finished: Finished) -> None:
         known = {s.id for s in steps}
@@ -116,7 +124,7 @@ class RayEngine:
         if isinstance(step, ExtractStep):
             n = min(self.parts, step.n_blocks)
             shard = _extract_shard.options(num_cpus=cpus, num_gpus=gpus, max_retries=MAX_RETRIES)
-            return [shard.remote(step, k, n, self.fault) for k in range(n)]
+            return [shard.remote(step, k, n) for k in range(n)]
         if isinstance(step, ProbeStep):
             part = _probe_part.options(num_cpus=cpus, max_retries=MAX_RETRIES)
             return [part.remote(cfg) for cfg in step.part_configs(self.parts)]
@@ -167,13 +175,12 @@ def _step(step: Step) -> Outcome:
 
 
 @ray.remote
-def _extract_shard(step: ExtractStep, k: int, n: int, fault: str | None) -> tuple[None, str | None]:
+def _extract_shard(step: ExtractStep, k: int, n: int) -> tuple[None, str | None]:
     """Write blocks ``k, k+n, ...`` of the step's store; ``(None, error or None)``."""
     if step.settings.num_workers > 0:
         multiprocessing.set_start_method("spawn", force=True)
     try:
-        with exit_once_after_commit(fault, step.out):
-            step.run_shard(k, n)
+        step.run_shard(k, n)
     except Exception as err:  # noqa: BLE001 -- recorded as the step's error
         return None, f"shard {k}/{n}: {one_line(err)}"
     return None, None
