@@ -80,7 +80,7 @@ def test_batched_adamw_equals_torch_adamw(fused: bool) -> None:
     params = [torch.randn(3, 5, 4), torch.randn(3, 1, 4)]
     ref_params = [p.clone().requires_grad_() for p in params]
     lr, wd = 0.01, 0.05
-    opt = BatchedAdamW(params, [torch.full((1, 1, 4), lr)] * 2, [torch.full((1, 1, 4), wd)] * 2, allow_fused=fused)
+    opt = BatchedAdamW(params, torch.full((3,), lr), torch.full((3,), wd), allow_fused=fused)
     assert opt.fused == fused
     ref = torch.optim.AdamW(ref_params, lr=lr, weight_decay=wd)
     for step in range(5):
@@ -96,14 +96,30 @@ def test_batched_adamw_equals_torch_adamw(fused: bool) -> None:
         torch.testing.assert_close(p, r.detach(), atol=1e-6, rtol=1e-6)
 
 
-def test_per_probe_learning_rates() -> None:
-    """A probe with lr 0 does not move; its neighbour with lr > 0 does (per-probe tensors)."""
-    w = torch.ones(2, 3, 1)
-    opt = BatchedAdamW([w], [torch.tensor([0.0, 0.1]).view(2, 1, 1)], [torch.zeros(2, 1, 1)])
-    assert not opt.fused
-    opt.step([torch.ones_like(w)])
-    assert torch.equal(w[0], torch.ones(3, 1))
-    assert (w[1] < 1).all()
+@pytest.mark.parametrize("fused", [True, False])
+def test_per_probe_learning_rates(fused: bool) -> None:
+    """Probes with their own lr and weight decay (the fused path: one kernel call per distinct pair)
+    move exactly as one torch AdamW per probe; a probe with lr 0 does not move."""
+    torch.manual_seed(1)
+    lrs, wds = torch.tensor([0.01, 0.0, 0.03, 0.01]), torch.tensor([0.05, 0.0, 0.0, 0.05])
+    params = [torch.randn(4, 5, 3), torch.randn(4, 1, 3)]
+    start = [p.clone() for p in params]
+    opt = BatchedAdamW(params, lrs, wds, allow_fused=fused)
+    assert opt.fused == fused
+    refs = [[p[i].clone().requires_grad_() for p in params] for i in range(4)]
+    ref_opts = [torch.optim.AdamW(r, lr=float(lrs[i]), weight_decay=float(wds[i])) for i, r in enumerate(refs)]
+    for step in range(4):
+        grads = [torch.randn_like(p) for p in params]
+        opt.step(grads, 0.5 + 0.2 * step)
+        for i, (r, o) in enumerate(zip(refs, ref_opts)):
+            for t, g in zip(r, grads):
+                t.grad = g[i].clone()
+            o.param_groups[0]["lr"] = float(lrs[i]) * (0.5 + 0.2 * step)
+            o.step()
+    for i in range(4):
+        for p, r in zip(params, refs[i]):
+            torch.testing.assert_close(p[i], r.detach(), atol=1e-6, rtol=1e-6)
+    assert all(torch.equal(p[1], s[1]) for p, s in zip(params, start))
 
 
 def test_schedule_warmup_then_cosine() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -72,7 +73,8 @@ def test_results_table_contract(store_path: Path, tmp_path: Path) -> None:
     assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
     assert (frame.get_column("n_train") + frame.get_column("n_val") + frame.get_column("n_test") == 150).all()
     params = json.loads(probes.filter(pl.col("kind") == "mlp").get_column("params")[0])
-    assert params["hidden"] == 256 and params["batch_size"] == 256 and params["class_weight"] == "none"
+    # the fast preset on 90 training rows: at least 8 steps per epoch (ProbeSpec.min_steps)
+    assert params["hidden"] == 256 and params["batch_size"] == math.ceil(90 / 8) and params["min_steps"] == 8 and params["class_weight"] == "none"
     assert frame.get_column("run_id").n_unique() == 1 and frame.get_column("store")[0] == str(store_path)
     # The signal grows with depth in the synthetic data: the deepest vision layer beats chance clearly.
     deepest = probes.filter((pl.col("site") == "vision/mean") & (pl.col("layer") == 2))

@@ -5,17 +5,24 @@ A group is G *streams* x Q *variants* = P probes (probe ``p = g * Q + q``). A st
 in lr, weight decay and dropout, so they share a stream's input batch.
 
 Layout and why
-- ``w1 [G, D, Q*H]``: the first layers of a stream's Q probes side by side, so one GEMM
-  ``x [B, D] @ w1[g]`` serves them all; streams (layers, seeds) are the batch axis of one ``bmm``.
-- ``w2 [G*Q, H, C]``: the second layers as one ``bmm``.
+- Parameters are probe-major (``w1 [P, D, H]``, ``b1 [P, 1, H]``, ``w2 [P, H, C]``, ``b2 [P, 1, C]``):
+  each probe's rows are contiguous, which the fused AdamW kernel needs to give probes their own lr.
+- The first layer runs as one GEMM per stream, ``x [B, D] @ W[g]`` with ``W [G, D, Q*H]`` (the Q
+  probes of stream g side by side); streams (layers, seeds) are the batch axis of one ``bmm``.
+  ``W`` is a per-step copy in the matmul dtype, made by the same pass that casts fp32 master
+  weights to bf16; in fp32 with one variant the master weights already have that layout (no copy).
+- The second layers are one ``bmm`` over probes.
 - The loss is the sum of the probes' mean cross-entropies. Probes share no parameters, so each
   probe's gradient is exactly its own loss's gradient.
-- The backward pass is written out (two matmuls and masks) instead of autograd: no gradient with
+- The backward pass is written out (two matmuls and a mask) instead of autograd: no gradient with
   respect to the features is needed, gradients land in preallocated buffers (fresh large
   allocations cost page faults on every step on CPU), and the matmul dtype is under control.
-- Matmuls run in the features' dtype: bf16 with fp32 master weights (and fp32 softmax, loss and
-  optimizer) where the device has native bf16 matmuls and the batch is large enough to be
-  compute-bound; fp32 otherwise (see :func:`matmul_dtype`).
+  ReLU and dropout share one mask: ``h = relu(a) * keep`` with ``keep`` in {0, 1/(1-p)}, so
+  ``dh/da = 1/(1-p)`` exactly where ``h > 0``; the scale is folded into ``w2``'s copy.
+- Matmuls run in the features' dtype: bf16 (weights and first-layer bias rounded to bf16 for the
+  forward pass, as mixed precision does) with fp32 master weights, fp32 hidden activations,
+  softmax, loss and optimizer, where the device has native bf16 matmuls and the batch is large
+  enough to be compute-bound; fp32 otherwise (see :func:`matmul_dtype`).
 - Optimizer: :class:`~layerprobe.probe.optim.BatchedAdamW`, per-probe lr and weight decay.
 - Early stopping: validation loss after every epoch; per-probe best epoch, best-state snapshot,
   patience counter; the group stops when every probe has stopped. Stopped probes keep training
@@ -88,10 +95,12 @@ def matmul_dtype(device: torch.device | str, batch_size: int, requested: str = v
 
 
 class _Params(NamedTuple):
-    w1: torch.Tensor  # [G, D, K]  K = Q * H
-    b1: torch.Tensor  # [G, 1, K]
-    w2: torch.Tensor  # [G*Q, H, C]
-    b2: torch.Tensor  # [G*Q, 1, C]
+    """Probe-major fp32 master parameters (probe ``p = g * Q + q``)."""
+
+    w1: torch.Tensor  # [P, D, H]
+    b1: torch.Tensor  # [P, 1, H]
+    w2: torch.Tensor  # [P, H, C]
+    b2: torch.Tensor  # [P, 1, C]
 
 
 class _Layout(NamedTuple):
@@ -99,12 +108,10 @@ class _Layout(NamedTuple):
     n_variants: int
     hidden: int
 
-    def per_probe(self, value_p: torch.Tensor) -> list[torch.Tensor]:
-        """A per-probe vector [P] as tensors that broadcast against w1, b1, w2, b2."""
+    def gemm(self, w1_pdh: torch.Tensor) -> torch.Tensor:
+        """A probe-major ``[P, D, H]`` tensor seen as the first-layer GEMM's ``[G, D, Q, H]`` (a view)."""
         g, q, h = self
-        first = value_p.view(g, 1, q, 1).expand(g, 1, q, h).reshape(g, 1, q * h)
-        second = value_p.view(g * q, 1, 1)
-        return [first, first, second, second]
+        return w1_pdh.view(g, q, -1, h).permute(0, 2, 1, 3)
 
 
 def train_mlp_group(
@@ -130,33 +137,33 @@ def train_mlp_group(
     layout = _Layout(len(streams), len(variants), spec.hidden)
     n_probes = layout.n_streams * layout.n_variants
     params = _init_params(streams, len(variants), spec.hidden, x_train.shape[2], n_classes, device)
-    lr_p = torch.tensor([v.lr for v in variants], dtype=torch.float32, device=device).repeat(layout.n_streams)
-    wd_p = torch.tensor([v.weight_decay for v in variants], dtype=torch.float32, device=device).repeat(layout.n_streams)
-    opt = BatchedAdamW(params, layout.per_probe(lr_p), layout.per_probe(wd_p), beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps, allow_fused=allow_fused)
+    lr_p = torch.tensor([v.lr for v in variants], dtype=torch.float32).repeat(layout.n_streams)
+    wd_p = torch.tensor([v.weight_decay for v in variants], dtype=torch.float32).repeat(layout.n_streams)
+    opt = BatchedAdamW(params, lr_p, wd_p, beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps, allow_fused=allow_fused)
     drop_q = torch.tensor([v.dropout for v in variants], dtype=torch.float32, device=device)
-    dropout = (drop_q[:, None], (1 / (1 - drop_q))[:, None])  # threshold and inverted-dropout scale, [Q, 1]
-    sampler = _Sampler(features, streams, spec, class_weight)
+    dropout = _Dropout(drop_q[:, None], 1 / (1 - drop_q[:, None]), (1 / (1 - drop_q)).repeat(layout.n_streams).view(n_probes, 1, 1))
+    sampler = _Sampler(features, streams, spec, class_weight, dropout)
     total = spec.epochs * sampler.steps_per_epoch
     n_warmup = warmup_steps(total, spec.warmup_frac)
-    buffers = _Buffers(params.w1, dtype)
-    best = _Best(params, layout, spec)
+    buffers = _Buffers(params, layout, dtype)
+    best = _Best(params, spec)
     flops, step, epochs_run = 0.0, 0, 0
     for epoch in range(spec.epochs):
         for s in range(sampler.steps_per_epoch):
             batch = sampler.batch(epoch, s)
-            opt.step(_gradients(batch, dropout, params, buffers), lr_factor(step, total, n_warmup))
+            opt.step(_gradients(batch, dropout, params, layout, buffers), lr_factor(step, total, n_warmup))
             step += 1
             flops += _train_flops(params, batch.x_gbd.shape[1])
         epochs_run = epoch + 1
         if spec.needs_validation:
-            logits = _predict(features.val, sampler.runs, params)
+            logits = _predict(features.val, sampler.runs, params, layout)
             flops += _predict_flops(params, features.val.shape[1])
             best.update(_mean_ce(logits, features.y_val, class_weight), params, epoch + 1)
             if not bool(best.active.any()):
                 break
     final = best.params(params)
-    val_logits = _predict(features.val, sampler.runs, final)
-    test_logits = _predict(features.test, sampler.runs, final)
+    val_logits = _predict(features.val, sampler.runs, final, layout)
+    test_logits = _predict(features.test, sampler.runs, final, layout)
     flops += _predict_flops(params, features.val.shape[1] + features.test.shape[1])
     best_epoch = best.best_epoch if spec.restore_best else torch.full((n_probes,), epochs_run, dtype=torch.int64)
     return MlpResult(
@@ -166,18 +173,19 @@ def train_mlp_group(
 
 
 def _init_params(streams: Sequence[Stream], n_variants: int, hidden: int, d_in: int, n_classes: int, device: torch.device) -> _Params:
-    n_streams, q = len(streams), n_variants
-    w1 = torch.empty(n_streams, d_in, q * hidden)
-    b1 = torch.empty(n_streams, 1, q * hidden)
-    w2 = torch.empty(n_streams * q, hidden, n_classes)
-    b2 = torch.empty(n_streams * q, 1, n_classes)
+    n_probes = len(streams) * n_variants
+    w1 = torch.empty(n_probes, d_in, hidden)
+    b1 = torch.empty(n_probes, 1, hidden)
+    w2 = torch.empty(n_probes, hidden, n_classes)
+    b2 = torch.empty(n_probes, 1, n_classes)
     inits = {seed: init_mlp(seed, d_in, hidden, n_classes) for seed in {s.seed for s in streams}}
     for g, stream in enumerate(streams):
         init = inits[stream.seed]
-        w1[g].view(d_in, q, hidden).copy_(init.w1_hd.t()[:, None, :])
-        b1[g, 0].view(q, hidden).copy_(init.b1_h)
-        w2[g * q : (g + 1) * q].copy_(init.w2_ch.t())
-        b2[g * q : (g + 1) * q, 0].copy_(init.b2_c)
+        rows = slice(g * n_variants, (g + 1) * n_variants)
+        w1[rows].copy_(init.w1_hd.t())
+        b1[rows, 0].copy_(init.b1_h)
+        w2[rows].copy_(init.w2_ch.t())
+        b2[rows, 0].copy_(init.b2_c)
     return _Params(*(t.to(device) for t in (w1, b1, w2, b2)))
 
 
@@ -212,19 +220,25 @@ class _Runs:
         return out
 
 
+class _Dropout(NamedTuple):
+    threshold_q1: torch.Tensor  # [Q, 1]: a unit is kept where u >= p
+    scale_q1: torch.Tensor  # [Q, 1]: 1 / (1 - p), inverted dropout
+    scale_p11: torch.Tensor  # [P, 1, 1]: the same per probe
+
+
 class _Batch(NamedTuple):
     x_gbd: torch.Tensor  # inputs per stream, matmul dtype
     y_gb: torch.Tensor  # labels
     weight_gb: torch.Tensor | None  # per-sample loss weights (class weighting), or None
-    u_gbh: torch.Tensor  # dropout uniforms
+    keep_gbqh: torch.Tensor  # dropout: 0 where dropped, else 1 / (1 - p), per variant
 
 
 class _Sampler:
     """Each step's batch for every stream: rows in its seed's epoch order, its seed's dropout draws."""
 
-    def __init__(self, features: Features, streams: Sequence[Stream], spec: ProbeSpec, class_weight: torch.Tensor | None) -> None:
+    def __init__(self, features: Features, streams: Sequence[Stream], spec: ProbeSpec, class_weight: torch.Tensor | None, dropout: _Dropout) -> None:
         device = features.train.device
-        self.features, self.hidden, self.batch_size = features, spec.hidden, spec.batch_size
+        self.features, self.hidden, self.batch_size, self.dropout = features, spec.hidden, spec.batch_size, dropout
         self.n_streams = len(streams)
         self.seeds = sorted({s.seed for s in streams})
         self.seed_of_g = torch.tensor([self.seeds.index(s.seed) for s in streams], device=device)
@@ -243,35 +257,58 @@ class _Sampler:
         rows_ub = self.orders_uen[:, epoch, step * self.batch_size : (step + 1) * self.batch_size]
         device = rows_ub.device
         u_ubh = torch.stack([torch.rand(rows_ub.shape[1], self.hidden, generator=g, device=device) for g in self.generators])
+        keep_ubqh = torch.where(u_ubh[:, :, None, :] >= self.dropout.threshold_q1, self.dropout.scale_q1, 0.0)
         weight = None if self.weight_n is None else self.per_stream(self.weight_n[rows_ub])
         x_gbd = self.runs.batch(self.features.train, rows_ub)
-        return _Batch(x_gbd, self.per_stream(self.features.y_train[rows_ub]), weight, self.per_stream(u_ubh))
+        return _Batch(x_gbd, self.per_stream(self.features.y_train[rows_ub]), weight, self.per_stream(keep_ubqh))
 
 
 class _Buffers:
-    """Preallocated first-layer buffers: the fp32 gradient and, for bf16, the weight/grad copies."""
+    """Preallocated per-step tensors: the first layer's GEMM-layout weights and gradient in the
+    matmul dtype, and the probe-major fp32 gradient the optimizer reads."""
 
-    def __init__(self, w1: torch.Tensor, dtype: torch.dtype) -> None:
-        self.dtype = dtype
-        self.dw1 = torch.empty_like(w1)
-        self.low = None if dtype == w1.dtype else (torch.empty_like(w1, dtype=dtype), torch.empty_like(w1, dtype=dtype))
+    def __init__(self, params: _Params, layout: _Layout, dtype: torch.dtype) -> None:
+        n_probes, d_in, hidden = params.w1.shape
+        gemm_shape = (layout.n_streams, d_in, layout.n_variants * hidden)
+        self.layout, self.dtype = layout, dtype
+        self.dw1 = torch.empty_like(params.w1)
+        # fp32 with one variant: probe-major already is the GEMM layout; no copies needed
+        self.direct = dtype == params.w1.dtype and layout.n_variants == 1
+        self.w_gemm = None if self.direct else torch.empty(gemm_shape, dtype=dtype, device=params.w1.device)
+        self.dw_gemm = None if self.direct else torch.empty(gemm_shape, dtype=dtype, device=params.w1.device)
 
-    def weights(self, w1: torch.Tensor) -> torch.Tensor:
-        return w1 if self.low is None else self.low[0].copy_(w1)
+    def weights(self, params: _Params) -> tuple[torch.Tensor, torch.Tensor]:
+        """``W [G, D, Q*H]`` and ``b [G, 1, Q*H]`` for the first-layer GEMM, in the matmul dtype."""
+        g = self.layout.n_streams
+        b1 = params.b1.view(g, 1, -1).to(self.dtype)
+        if self.w_gemm is None:
+            return params.w1.view(g, *params.w1.shape[1:]), b1
+        self.w_gemm.view(g, params.w1.shape[1], self.layout.n_variants, -1).copy_(self.layout.gemm(params.w1))
+        return self.w_gemm, b1
+
+    def grad_w1(self, x_gdb: torch.Tensor, da_gbk: torch.Tensor) -> torch.Tensor:
+        """The probe-major fp32 first-layer gradient ``x^T @ da``."""
+        if self.dw_gemm is None:
+            torch.bmm(x_gdb, da_gbk, out=self.dw1.view(self.layout.n_streams, *self.dw1.shape[1:]))
+            return self.dw1
+        torch.bmm(x_gdb, da_gbk, out=self.dw_gemm)
+        target = self.layout.gemm(self.dw1)
+        target.copy_(self.dw_gemm.view(target.shape))
+        return self.dw1
 
 
-def _gradients(batch: _Batch, dropout: tuple[torch.Tensor, torch.Tensor], params: _Params, buffers: _Buffers) -> list[torch.Tensor]:
+def _gradients(batch: _Batch, dropout: _Dropout, params: _Params, layout: _Layout, buffers: _Buffers) -> list[torch.Tensor]:
     """Per-probe gradients of the summed mean cross-entropies on one batch (training mode)."""
-    w1, b1, w2, b2 = params
-    n_streams, _, width = w1.shape
-    n_probes, hidden, _ = w2.shape
-    n_variants = n_probes // n_streams
-    x_gbd, y_gb, weight_gb, u_gbh = batch
+    n_streams, n_variants, hidden = layout
+    n_probes = n_streams * n_variants
+    x_gbd, y_gb, weight_gb, keep_gbqh = batch
     n_rows = x_gbd.shape[1]
-    a_gbqh = torch.bmm(x_gbd, buffers.weights(w1)).float().add_(b1).view(n_streams, n_rows, n_variants, hidden)
-    keep = (u_gbh[:, :, None, :] >= dropout[0]).float().mul_(dropout[1])
-    mult_gbqh = keep.mul_(a_gbqh > 0)  # ReLU and dropout as one mask: h = a * mult, da = dh * mult
-    h_pbh = (a_gbqh * mult_gbqh).permute(0, 2, 1, 3).reshape(n_probes, n_rows, hidden)
+    w_gdk, b_g1k = buffers.weights(params)
+    a_gbk = torch.baddbmm(b_g1k, x_gbd, w_gdk)
+    h_pbh = torch.empty(n_probes, n_rows, hidden, device=x_gbd.device)
+    torch.mul(a_gbk.view(n_streams, n_rows, n_variants, hidden), keep_gbqh, out=h_pbh.view(n_streams, n_variants, n_rows, hidden).permute(0, 2, 1, 3))
+    h_pbh.clamp_min_(0)  # keep >= 0, so relu(a) * keep == relu(a * keep)
+    w2, b2 = params.w2, params.b2
     dlogits_pbc = torch.softmax(torch.baddbmm(b2, h_pbh, w2), dim=-1)
     y_pb = y_gb.repeat_interleave(n_variants, dim=0)
     dlogits_pbc.scatter_add_(2, y_pb[:, :, None], torch.full_like(dlogits_pbc[:, :, :1], -1.0))
@@ -281,24 +318,22 @@ def _gradients(batch: _Batch, dropout: tuple[torch.Tensor, torch.Tensor], params
         dlogits_pbc.mul_((weight_gb / weight_gb.sum(dim=1, keepdim=True)).repeat_interleave(n_variants, dim=0)[:, :, None])
     dw2 = torch.bmm(h_pbh.transpose(1, 2), dlogits_pbc)
     db2 = dlogits_pbc.sum(dim=1, keepdim=True)
-    dh_gbqh = torch.bmm(dlogits_pbc, w2.transpose(1, 2)).view(n_streams, n_variants, n_rows, hidden).permute(0, 2, 1, 3)
-    da_gbk = (dh_gbqh * mult_gbqh).reshape(n_streams, n_rows, width)
-    db1 = da_gbk.sum(dim=1, keepdim=True)
-    x_gdb = x_gbd.transpose(1, 2)
-    if buffers.low is None:
-        torch.bmm(x_gdb, da_gbk, out=buffers.dw1)
-    else:
-        buffers.dw1.copy_(torch.bmm(x_gdb, da_gbk.to(buffers.dtype), out=buffers.low[1]))
-    return [buffers.dw1, db1, dw2, db2]
+    dh_pbh = torch.bmm(dlogits_pbc, (w2 * dropout.scale_p11).transpose(1, 2))
+    da_gbk = torch.empty(n_streams, n_rows, n_variants * hidden, dtype=buffers.dtype, device=x_gbd.device)
+    probe_major = (n_streams, n_variants, n_rows, hidden)
+    torch.mul(dh_pbh.view(probe_major), h_pbh.view(probe_major) > 0, out=da_gbk.view(n_streams, n_rows, n_variants, hidden).permute(0, 2, 1, 3))
+    db1 = da_gbk.sum(dim=1, dtype=torch.float32).view(n_probes, 1, hidden)
+    dw1 = buffers.grad_w1(x_gbd.transpose(1, 2), da_gbk)
+    return [dw1, db1, dw2, db2]
 
 
-def _predict(x_lnd: torch.Tensor, runs: _Runs, params: _Params) -> torch.Tensor:
+def _predict(x_lnd: torch.Tensor, runs: _Runs, params: _Params, layout: _Layout) -> torch.Tensor:
     """Logits ``[P, n, C]`` in evaluation mode (no dropout), in row chunks, reading the features in place."""
-    w1, b1, w2, b2 = params
-    n_streams = w1.shape[0]
-    n_probes, hidden, _ = w2.shape
-    n_variants = n_probes // n_streams
-    w1c = w1.to(x_lnd.dtype)
+    n_streams, n_variants, hidden = layout
+    n_probes = n_streams * n_variants
+    w1c = layout.gemm(params.w1).to(x_lnd.dtype).reshape(n_streams, params.w1.shape[1], n_variants * hidden)
+    b1 = params.b1.view(n_streams, 1, n_variants * hidden)
+    w2, b2 = params.w2, params.b2
     out = []
     for lo in range(0, x_lnd.shape[1], PREDICT_ROWS):
         h_gnk = torch.cat([torch.bmm(x_lnd[first : first + count, lo : lo + PREDICT_ROWS], w1c[g : g + count]) for g, first, count in runs.spans()])
@@ -321,24 +356,24 @@ def _mean_ce(logits_pnc: torch.Tensor, y_n: torch.Tensor, class_weight: torch.Te
 
 
 def _train_flops(params: _Params, batch: int) -> float:
-    n_streams, d_in, width = params.w1.shape
-    n_probes, hidden, n_classes = params.w2.shape
-    return 4.0 * n_streams * batch * d_in * width + 6.0 * n_probes * batch * hidden * n_classes
+    n_probes, d_in, hidden = params.w1.shape
+    n_classes = params.w2.shape[2]
+    return 4.0 * n_probes * batch * d_in * hidden + 6.0 * n_probes * batch * hidden * n_classes
 
 
 def _predict_flops(params: _Params, rows: int) -> float:
-    n_streams, d_in, width = params.w1.shape
-    n_probes, hidden, n_classes = params.w2.shape
-    return 2.0 * n_streams * rows * d_in * width + 2.0 * n_probes * rows * hidden * n_classes
+    n_probes, d_in, hidden = params.w1.shape
+    n_classes = params.w2.shape[2]
+    return 2.0 * n_probes * rows * d_in * hidden + 2.0 * n_probes * rows * hidden * n_classes
 
 
 class _Best:
     """Per-probe early stopping: best validation loss, its epoch, patience, and (optionally) weights."""
 
-    def __init__(self, params: _Params, layout: _Layout, spec: ProbeSpec) -> None:
-        n_probes = layout.n_streams * layout.n_variants
+    def __init__(self, params: _Params, spec: ProbeSpec) -> None:
+        n_probes = params.w1.shape[0]
         device = params.w1.device
-        self.layout, self.patience = layout, spec.patience
+        self.patience = spec.patience
         self.snapshot = [p.clone() for p in params] if spec.restore_best else None
         self.best_loss = torch.full((n_probes,), math.inf, device=device)
         self.best_epoch = torch.zeros(n_probes, dtype=torch.int64, device=device)
@@ -353,7 +388,8 @@ class _Best:
         if self.patience:
             self.active &= self.waited < self.patience
         if self.snapshot is not None and bool(improved.any()):
-            for saved, current, mask in zip(self.snapshot, params, self.layout.per_probe(improved)):
+            mask = improved.view(-1, 1, 1)
+            for saved, current in zip(self.snapshot, params):
                 torch.where(mask, current, saved, out=saved)
 
     def params(self, current: _Params) -> _Params:

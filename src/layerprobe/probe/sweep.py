@@ -248,7 +248,7 @@ class _SlabProbes:
 
     def mlp(self) -> None:
         cfg, features = self.cfg, self.features
-        for variants in _by_structure(cfg.mlp_specs()):
+        for variants in _by_structure(cfg.mlp_specs(features.train.shape[1])):
             spec = variants[0]
             dtype, reason = matmul_dtype(features.train.device, spec.batch_size, cfg.dtype)
             log.info("MLP probes (%s) train with %s matmuls: %s", spec.name, str(dtype).removeprefix("torch."), reason)

@@ -61,7 +61,7 @@ def _n_selected(cfg: SweepConfig, n_layers: int) -> int:
 def _mlp_step_flops(cfg: SweepConfig, n_layers: int, d_in: int, n_train: int, n_eval: int) -> float:
     best = 0.0
     variants = len(cfg.lrs or (None,))
-    for spec in cfg.mlp_specs():
+    for spec in cfg.mlp_specs(n_train):
         batch = min(spec.batch_size, n_train)
         per_group = streams_per_group(
             spec, variants, d_in, n_eval, budget=cfg.max_memory // 2, low_precision=False, cap=cfg.group_probes,
