@@ -18,14 +18,17 @@ beside it, and every share of peak divides by a peak measured right after the ti
      probes, same recipe), fast_matmul_peak (engine GFLOP/s over the GEMM peak measured beside it).
 - ``linear``: batched L-BFGS (one site) against scikit-learn LogisticRegression (one layer) per round.
 - ``accuracy``: fast vs paper preset test accuracy (same seeds) over a suite of data shapes
-  (2-10 classes, 100-2,000 training rows, 64-4,096 features; one from a tiny real extraction),
+  (2-10 classes, 180-1,080 training rows, 64-4,096 features, learnable: see SUITE_PEAK; one from a
+  tiny real extraction of 600 images), 4 seeds,
   mean |delta acc| with the paper preset's seed-to-seed spread as the yardstick.
 - ``thousands``: a sweep of >= 2,000 probes from one store (90 layers x 3 seeds x 8 learning
   rates) in a child process: probes/s, peak RSS under ``--max-memory``, and the projected wall time
   of the paper's whole probe budget on this machine (16 models x 3 datasets: BUSI 780, COVID-CT
   746, Chest-Xray 5,856 images with train splits of 468 (60%), 425 and 5,216 (official); a
   7B model's sites: 24 vision blocks of 1024, connector 2 x 4096, LLM 33 layers x 2 sites of 4096;
-  2 seeds; fast and paper presets), from the measured seconds per unit of n_train x width.
+  2 seeds; fast and paper presets), from the measured seconds per unit of n_train x width (for
+  the fast preset measured at both BUSI's and Chest-Xray's training-set size, since its batch
+  depends on the size: ``ProbeSpec.min_steps``).
 - ``threads``: a small sweep with the engine's thread choice vs 1 thread vs torch's default.
 
 The last line, ``probe_throughput final: k=v(ok|MISS) ... -> targets met|TARGETS MISSED``, judges the
@@ -387,7 +390,17 @@ def thousands_child(args: argparse.Namespace) -> dict:
     paper = sweep_stores(paper_cfg, [store]).filter(pl.col("kind") == vocab.MLP)
     paper_wall = time.perf_counter() - start
     n_train = int(rows.get_column("n_train")[0])
+    # The fast preset at Chest-Xray's size: batch 256 there, but a shrunken batch (min_steps) at
+    # BUSI's, so seconds per row differ; both are measured. A 60% train split of this store holds
+    # as many training rows as Chest-Xray's official one.
+    big_rows = PAPER_BUDGET["train_rows"]["Chest-Xray"]
+    big = synthetic_store(math.ceil(big_rows / 0.6), d, {"llm/image_mean": 4})
+    big_cfg = _sweep_cfg(args, preset="fast", kinds=(vocab.MLP,), seeds=(0, 1), threads=args.threads)
+    start = time.perf_counter()
+    big_frame = sweep_stores(big_cfg, [big]).filter(pl.col("kind") == vocab.MLP)
+    big_wall = time.perf_counter() - start
     return {"probes": rows.height, "wall": wall, "paper_probes": paper.height, "paper_wall": paper_wall, "n_train": n_train,
+            "big_probes": big_frame.height, "big_wall": big_wall, "big_n_train": int(big_frame.get_column("n_train")[0]),
             "width": d, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "data_rss_mib": rss_data,
             "failed": int((rows.get_column("status") != vocab.STATUS_OK).sum()),
             "cuda_peak_mib": torch.cuda.max_memory_allocated() / (1 << 20) if torch.cuda.is_initialized() else None}  # fmt: skip
@@ -404,14 +417,21 @@ def thousands(args: argparse.Namespace) -> dict[str, float]:
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     unit = r["n_train"] * r["width"]
     fast_s_per_unit, paper_s_per_unit = r["wall"] / (r["probes"] * unit), r["paper_wall"] / (r["paper_probes"] * unit)
-    budget_units = PAPER_BUDGET["models"] * PAPER_BUDGET["seeds"] * sum(PAPER_BUDGET["train_rows"].values()) * sum(PAPER_BUDGET["widths"])
-    n_budget = PAPER_BUDGET["models"] * PAPER_BUDGET["seeds"] * len(PAPER_BUDGET["train_rows"]) * len(PAPER_BUDGET["widths"])
-    fast_min, paper_min = budget_units * fast_s_per_unit / 60, budget_units * paper_s_per_unit / 60
+    big_s_per_unit = r["big_wall"] / (r["big_probes"] * r["big_n_train"] * r["width"])
+    per_row_width = PAPER_BUDGET["models"] * PAPER_BUDGET["seeds"] * sum(PAPER_BUDGET["widths"])
+    rows = PAPER_BUDGET["train_rows"]
+    small_rows = sum(n for name, n in rows.items() if name != "Chest-Xray")
+    n_budget = PAPER_BUDGET["models"] * PAPER_BUDGET["seeds"] * len(rows) * len(PAPER_BUDGET["widths"])
+    # fast: BUSI and COVID-CT at the cost per unit measured at BUSI's size, Chest-Xray at its own size
+    fast_min = per_row_width * (small_rows * fast_s_per_unit + rows["Chest-Xray"] * big_s_per_unit) / 60
+    paper_min = per_row_width * sum(rows.values()) * paper_s_per_unit / 60
     cuda_peak = "" if r["cuda_peak_mib"] is None else f", CUDA peak {r['cuda_peak_mib']:.0f} MiB allocated"
     print(f"thousands: {r['probes']} fast probes (90 layers x 3 seeds x 8 lrs, {r['n_train']} train rows x {r['width']}) in {r['wall']:.1f}s = "
           f"{r['probes'] / r['wall']:.1f} probes/s, {r['failed']} failed; peak RSS {r['peak_rss_mib']:.0f} MiB "
           f"({r['data_rss_mib']:.0f} MiB with the store's data, before the sweep){cuda_peak} under --max-memory {args.max_memory}")  # fmt: skip
     print(f"  paper preset sample: {r['paper_probes']} probes in {r['paper_wall']:.1f}s = {r['paper_probes'] / r['paper_wall']:.2f} probes/s")
+    print(f"  fast preset at Chest-Xray's size: {r['big_probes']} probes ({r['big_n_train']} train rows x {r['width']}) in {r['big_wall']:.1f}s; "
+          f"seconds per row x width: {big_s_per_unit:.3g} there, {fast_s_per_unit:.3g} at {r['n_train']} rows")  # fmt: skip
     print(f"  projected paper budget ({n_budget:,} MLP probes: 16 models x 3 datasets x 92 layers x 2 seeds, training cost ~ rows x width): "
           f"fast preset {fast_min:.1f} min, paper preset {paper_min / 60:.1f} h on this machine")  # fmt: skip
     return {"thousands_probes_per_s": r["probes"] / r["wall"], "budget_fast_min": fast_min, "budget_paper_h": paper_min / 60}
