@@ -108,10 +108,14 @@ class _Layout(NamedTuple):
     n_variants: int
     hidden: int
 
-    def gemm(self, w1_pdh: torch.Tensor) -> torch.Tensor:
-        """A probe-major ``[P, D, H]`` tensor seen as the first-layer GEMM's ``[G, D, Q, H]`` (a view)."""
+    def gemm(self, t_prh: torch.Tensor) -> torch.Tensor:
+        """A probe-major ``[P, R, H]`` tensor seen in the first-layer GEMM's order ``[G, R, Q, H]`` (a
+        view). With one variant the two orders are one: the view is then contiguous, which torch
+        copies about 2.5x faster than the same data through a permuted view."""
         g, q, h = self
-        return w1_pdh.view(g, q, -1, h).permute(0, 2, 1, 3)
+        if q == 1:
+            return t_prh.view(g, -1, 1, h)
+        return t_prh.view(g, q, -1, h).permute(0, 2, 1, 3)
 
 
 def train_mlp_group(
@@ -306,7 +310,7 @@ def _gradients(batch: _Batch, dropout: _Dropout, params: _Params, layout: _Layou
     w_gdk, b_g1k = buffers.weights(params)
     a_gbk = torch.baddbmm(b_g1k, x_gbd, w_gdk)
     h_pbh = torch.empty(n_probes, n_rows, hidden, device=x_gbd.device)
-    torch.mul(a_gbk.view(n_streams, n_rows, n_variants, hidden), keep_gbqh, out=h_pbh.view(n_streams, n_variants, n_rows, hidden).permute(0, 2, 1, 3))
+    torch.mul(a_gbk.view(n_streams, n_rows, n_variants, hidden), keep_gbqh, out=layout.gemm(h_pbh))
     h_pbh.clamp_min_(0)  # keep >= 0, so relu(a) * keep == relu(a * keep)
     w2, b2 = params.w2, params.b2
     dlogits_pbc = torch.softmax(torch.baddbmm(b2, h_pbh, w2), dim=-1)
@@ -320,8 +324,7 @@ def _gradients(batch: _Batch, dropout: _Dropout, params: _Params, layout: _Layou
     db2 = dlogits_pbc.sum(dim=1, keepdim=True)
     dh_pbh = torch.bmm(dlogits_pbc, (w2 * dropout.scale_p11).transpose(1, 2))
     da_gbk = torch.empty(n_streams, n_rows, n_variants * hidden, dtype=buffers.dtype, device=x_gbd.device)
-    probe_major = (n_streams, n_variants, n_rows, hidden)
-    torch.mul(dh_pbh.view(probe_major), h_pbh.view(probe_major) > 0, out=da_gbk.view(n_streams, n_rows, n_variants, hidden).permute(0, 2, 1, 3))
+    torch.mul(layout.gemm(dh_pbh), layout.gemm(h_pbh) > 0, out=da_gbk.view(n_streams, n_rows, n_variants, hidden))
     db1 = da_gbk.sum(dim=1, dtype=torch.float32).view(n_probes, 1, hidden)
     dw1 = buffers.grad_w1(x_gbd.transpose(1, 2), da_gbk)
     return [dw1, db1, dw2, db2]
