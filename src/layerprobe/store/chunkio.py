@@ -110,6 +110,11 @@ def hasher(algorithm: str) -> Any:
 
 def checksum(pieces: Sequence[Any], algorithm: str = CHECKSUM) -> str:
     """The ``algorithm`` checksum (hex) of the buffers ``pieces`` taken back to back."""
+    if algorithm == CRC32:  # inline: a write hashes ~32 pieces of 32 KiB per chunk, method calls showed (~3%)
+        crc32, value = _crc32(), 0
+        for piece in pieces:
+            value = crc32(piece, value)
+        return format(value, "08x")
     h = hasher(algorithm)
     for piece in pieces:
         h.update(piece)
