@@ -65,10 +65,11 @@ check is for (bit rot, torn or overwritten ranges, a file swapped or edited), 2^
 chunk is negligible; neither resists deliberate tampering (whoever can rewrite a chunk can rewrite
 its commit record). What it buys: 1.4-2x less hashing, the cost of checking every read.
 """
-CHECK_PIECE = 256 << 10
+CHECK_PIECE = 512 << 10
 """Bytes copied then hashed at a time on a checked read: a piece the copy has just written is
-still in L2 when it is hashed (a whole 1 MiB chunk, source and copy together, no longer is: the
-hash of a chunk cost ~1.5x that of its 256 KiB pieces). Smaller pieces cost more Python calls."""
+still in L2 (2 MiB here) when it is hashed; a whole 1 MiB chunk, source and copy together, mostly
+is not (hashing it cost ~1.5x). Smaller pieces cost more calls, each a GIL release and retake:
+with both cores free, 256 KiB pieces lost what they gained (docs/LOG.md, "Checked reads")."""
 
 
 class _Crc32:
@@ -339,9 +340,9 @@ def _copy_and_check(src: np.ndarray, dst: np.ndarray, begin: int, step: int, exp
         return True
     h = hasher(algorithm)
     for p in range(begin, end, CHECK_PIECE):
-        q = min(p + CHECK_PIECE, end)
-        np.copyto(dst[p:q], src[p:q])
-        h.update(dst[p:q])
+        piece = dst[p : min(p + CHECK_PIECE, end)]
+        piece[...] = src[p : p + piece.size]  # numpy releases the GIL for the copy, as for copyto (half the call cost)
+        h.update(piece)
     if end < begin + step:
         h.update(src[end : begin + step])  # the padding after the last sample
     return h.hexdigest() == expected
