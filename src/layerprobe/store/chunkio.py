@@ -53,17 +53,18 @@ CHECKSUM = CRC32
 ``CRC32`` (schema 3) is CRC-32 as zlib and gzip compute it, 8 hex digits; ``XXH3_64`` (schema 2,
 ``xxhash``, 16 hex digits) is still verified when such a store is read or resumed.
 
-Computed by ISA-L (``isal``: 110 GB/s on data in cache with AVX512 + VPCLMULQDQ, against 68 GB/s for
-XXH3-64; Intel gives its SSE/AVX PCLMULQDQ code, used on CPUs without AVX512, about 3.5x less, i.e.
-about XXH3-64's AVX2 speed), or, where ``isal`` cannot be imported, by ``zlib.crc32``: the same
-values at ~6 GB/s, so a store stays readable everywhere, only slower to check. Both release the GIL.
+Computed by ISA-L (``isal``: 108 GB/s on 1 MiB in cache with AVX512 + VPCLMULQDQ here, XXH3-64 69),
+or, where ``isal`` cannot be imported, by ``zlib.crc32``: the same values at ~6 GB/s, so a store
+stays readable everywhere, only slower to check. Both release the GIL (above 5 KiB). ISA-L picks
+its code at run time; without AVX512 it runs PCLMULQDQ folding, which Intel puts at about 1/3.5 of
+the AVX512 speed (untested here: ~30 GB/s on this core, near XXH3-64's AVX2 speed, not far worse).
 
 Detection, against XXH3-64: a 32-bit CRC detects every error of 1 or 2 bits and every burst of up
 to 32 bits in a 1 MiB chunk with certainty (XXH3-64 guarantees nothing for any pattern), and lets
 other corruption through with probability 2^-32 per corrupted chunk (XXH3-64: 2^-64). For what the
 check is for (bit rot, torn or overwritten ranges, a file swapped or edited), 2^-32 per damaged
 chunk is negligible; neither resists deliberate tampering (whoever can rewrite a chunk can rewrite
-its commit record). What it buys: 1.4-2x less hashing, the cost of checking every read.
+its commit record). What it buys: 1.4-1.6x less hashing time, the cost of checking every read.
 """
 CHECK_PIECE = 512 << 10
 """Bytes copied then hashed at a time on a checked read: a piece the copy has just written is
