@@ -1,10 +1,16 @@
-"""Stores written from fixed inputs are byte-identical to those the schema-2 writer produced.
+"""Stores written from fixed inputs are byte-identical to those recorded for their schema version.
 
-The golden digests below were recorded from the pre-refactor ``StoreWriter`` (commit 30764c6,
-store schema version 2; recorded again with that same writer when ``run_meta`` started to carry the
-real manifest digest, which writers now require) and cover every file of a store: Zarr metadata, shard files with their
-index, per-chunk files of the zstd codec, commit records and ``samples.parquet``. A changed digest
-means the bytes a store holds changed: that is a new schema version, not a refactor.
+Schema 2 (chunk checksums XXH3-64): the golden digests were recorded from the pre-refactor
+``StoreWriter`` (commit 30764c6; recorded again with that same writer when ``run_meta`` started to
+carry the real manifest digest, which writers now require). The current writer still writes that
+version when asked (``schema_version=2``), and must give those very bytes: this is what proves a
+refactor kept them. Schema 3 differs from it only in the commit records (CRC-32 checksums, named
+``"crc32"``, and ``schema_version`` 3 in ``zarr.json``); its digests were recorded when schema 3 was
+introduced (issue 15, checked reads), from this writer, after the schema-2 digests had passed with it.
+
+The digests cover every file of a store: Zarr metadata, shard files with their index, per-chunk
+files of the zstd codec, commit records and ``samples.parquet``. A changed digest means the bytes a
+store holds changed: that is a new schema version, not a refactor.
 
 What may legitimately differ between machines is taken out before hashing, inside the bytes and
 nothing else: the two clock fields (``created_at`` in ``zarr.json``, ``written_at`` in each commit
@@ -13,7 +19,8 @@ and polars (constraints.txt) that write ``zarr.json`` and ``samples.parquet``.
 
 Every variant of one store (batch sizes that straddle blocks, blocks written out of order,
 ``copy=False``, ``durable=True``, two shard writers, a crash-free resume) must give the same digest:
-the layout promises bytes that do not depend on how the rows arrived.
+the layout promises bytes that do not depend on how the rows arrived. The resume reopens without
+naming a version, so a schema-2 store is resumed as schema 2.
 """
 
 from __future__ import annotations
@@ -30,10 +37,12 @@ from layerprobe import vocab
 from layerprobe.store import RunMeta, SampleInfo, SiteSpec, StoreWriter
 
 GOLDEN = {
-    "none": "477c479bc6c130a1b984f4b18e93dd7a8a5e7b6a9ba01ecbd88368d7c5b70907",
-    "zstd": "0ee826b77979ec64a360bcdfeee0ab4181ba9bc135d423e2ebc94ac7c1c3b79f",
+    (2, "none"): "477c479bc6c130a1b984f4b18e93dd7a8a5e7b6a9ba01ecbd88368d7c5b70907",
+    (2, "zstd"): "0ee826b77979ec64a360bcdfeee0ab4181ba9bc135d423e2ebc94ac7c1c3b79f",
+    (3, "none"): "6639cb79cc80d4a302a846288d4971bcb9f80678217d861501322e7b0ca3a66c",
+    (3, "zstd"): "d45a255ff7f7d8955346b9b7987ec1df3df37df382ba0ecb27afa459473aaa91",
 }
-"""SHA-256 over (relative path, bytes) of every file, per codec; recorded from the schema-2 writer."""
+"""SHA-256 over (relative path, bytes) of every file, per (schema version, codec); see the module docstring."""
 
 N = 29
 CS = 8  # 4 blocks, the last one 5 rows short of a chunk
@@ -111,21 +120,21 @@ def store_digest(root: Path) -> str:
     return h.hexdigest()
 
 
-def _one_writer(path: Path, codec: str, *, copy: bool, size: int, reverse: bool = False, durable: bool = False) -> None:
-    with StoreWriter.open(path, run_meta(), SITES, sample_info(), CS, codec=codec, durable=durable) as w:
+def _one_writer(path: Path, codec: str, version: int, *, copy: bool, size: int, reverse: bool = False, durable: bool = False) -> None:
+    with StoreWriter.open(path, run_meta(), SITES, sample_info(), CS, codec=codec, durable=durable, schema_version=version) as w:
         blocks = w.pending_blocks()
         _write(w, _batches(blocks[::-1] if reverse else blocks, size), copy)
         assert w.committed.all()
 
 
-def _two_shards(path: Path, codec: str) -> None:
+def _two_shards(path: Path, codec: str, version: int) -> None:
     for k in (1, 0):
-        with StoreWriter.open(path, run_meta(), SITES, sample_info(), CS, codec=codec) as w:
+        with StoreWriter.open(path, run_meta(), SITES, sample_info(), CS, codec=codec, schema_version=version) as w:
             _write(w, _batches(w.pending_blocks(shard=(k, 2)), 3), copy=False)
 
 
-def _resumed(path: Path, codec: str) -> None:
-    with StoreWriter.open(path, run_meta(), SITES, sample_info(), CS, codec=codec) as w:
+def _resumed(path: Path, codec: str, version: int) -> None:
+    with StoreWriter.open(path, run_meta(), SITES, sample_info(), CS, codec=codec, schema_version=version) as w:
         _write(w, [(0, 5), (5, 8), (16, 24), (24, 26)], copy=True)  # block 3 stays partly filled: dropped
     with StoreWriter.open(path, run_meta(), SITES, sample_info()) as w:
         assert w.pending_blocks() == [(8, 16), (24, 29)]
@@ -133,26 +142,26 @@ def _resumed(path: Path, codec: str) -> None:
 
 
 VARIANTS = {
-    "copy, batches of 7": lambda p, c: _one_writer(p, c, copy=True, size=7),
-    "no copy, batches of 3": lambda p, c: _one_writer(p, c, copy=False, size=3),
-    "no copy, whole blocks, reversed, durable": lambda p, c: _one_writer(p, c, copy=False, size=CS, reverse=True, durable=True),
+    "copy, batches of 7": lambda p, c, v: _one_writer(p, c, v, copy=True, size=7),
+    "no copy, batches of 3": lambda p, c, v: _one_writer(p, c, v, copy=False, size=3),
+    "no copy, whole blocks, reversed, durable": lambda p, c, v: _one_writer(p, c, v, copy=False, size=CS, reverse=True, durable=True),
     "two shard writers": _two_shards,
     "resumed": _resumed,
 }
 
 
-@pytest.mark.parametrize("codec", sorted(GOLDEN))
+@pytest.mark.parametrize("version, codec", sorted(GOLDEN))
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_store_bytes_match_the_schema_2_writer(tmp_path, codec, variant):
+def test_store_bytes_match_the_recorded_writer(tmp_path, version, codec, variant):
     path = tmp_path / "golden.zarr"
-    VARIANTS[variant](path, codec)
+    VARIANTS[variant](path, codec, version)
     assert (path / "samples.parquet").exists()
-    assert store_digest(path) == GOLDEN[codec]
+    assert store_digest(path) == GOLDEN[version, codec]
 
 
 def test_the_digest_sees_every_byte_but_the_clock(tmp_path):
     path = tmp_path / "golden.zarr"
-    _one_writer(path, "none", copy=True, size=7)
+    _one_writer(path, "none", 3, copy=True, size=7)
     before = store_digest(path)
     record = path / "commits" / "0-8.json"
     record.write_bytes(_CLOCK.sub(b'"written_at": "1999-01-01T00:00:00.000+00:00"', record.read_bytes()))

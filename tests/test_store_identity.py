@@ -36,7 +36,7 @@ def test_identity_fields_and_stored_keys_are_those_of_schema_2(header):
 
 def test_stored_values_and_a_round_trip(header):
     attrs = header_to_attrs(header)
-    assert attrs["schema_version"] == 2 and attrs["candidates"] == ["cat", "dog", "owl"]
+    assert attrs["schema_version"] == 3 and attrs["candidates"] == ["cat", "dog", "owl"]
     assert attrs["sites"][SITES[1].name] == {"layer_names": list(SITES[1].layer_names), "hidden": SITES[1].hidden}
     assert attrs["extra"] is header.meta.extra
     assert attrs_to_header(json.loads(json.dumps(attrs)), "s") == header

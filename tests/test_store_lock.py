@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from layerprobe.errors import StoreError
-from layerprobe.store import StoreWriter
+from layerprobe.store import SCHEMA_VERSION, StoreWriter
 from test_store_bytes_golden import CS, GOLDEN, SITES, _batches, _write, run_meta, sample_info, store_digest
 
 _HOLDER = """
 import sys
 sys.path[:0] = {paths!r}
-from layerprobe.store import StoreWriter
+from layerprobe.store import SCHEMA_VERSION, StoreWriter
 from test_store_bytes_golden import CS, SITES, run_meta, sample_info
 with StoreWriter.open({store!r}, run_meta(), SITES, sample_info(), CS, lock=({k}, {n})):
     print("holding", flush=True)
@@ -69,7 +69,7 @@ def test_a_second_writer_of_a_store_is_refused_naming_the_first(tmp_path):
     with _open(path, (0, 1)) as w:  # free again
         _write(w, _batches(w.pending_blocks(), 5), copy=True)
     assert not list(path.glob(".lock*"))  # lock files are removed on close: the store's bytes are as before
-    assert store_digest(path) == GOLDEN["none"]
+    assert store_digest(path) == GOLDEN[SCHEMA_VERSION, "none"]
 
 
 def test_shards_lock_each_other_only_when_they_collide(tmp_path):
@@ -85,7 +85,7 @@ def test_shards_lock_each_other_only_when_they_collide(tmp_path):
         holder.release()
     with _open(path, (0, 2)) as w:
         _write(w, _batches(w.pending_blocks((0, 2)), 3), copy=True)
-    assert not list(path.glob(".lock*")) and store_digest(path) == GOLDEN["none"]
+    assert not list(path.glob(".lock*")) and store_digest(path) == GOLDEN[SCHEMA_VERSION, "none"]
 
 
 def test_the_lock_of_a_killed_writer_is_free(tmp_path):

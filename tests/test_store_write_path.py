@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -81,17 +83,16 @@ def test_pwritev_all_finishes_short_writes_and_long_iovec_lists(tmp_path, monkey
     assert (tmp_path / "f").read_bytes() == bytes(10) + b"".join(p.tobytes() for p in pieces)
 
 
-def test_checksum_is_xxh3_of_the_stored_bytes(tmp_path, run):
-    import xxhash
-
+def test_checksum_is_crc32_of_the_stored_bytes(tmp_path, run):
     path = tmp_path / "run.zarr"
     _write(path, run, 7, copy=False)
     store = open_store(path)
     a = store.plan.site("llm/final_token")
     record = store.commits[1]
     data = chunkio.read_chunk_bytes(path / a.chunk_key(2, 1), a.chunk_offset(1), a.chunk_nbytes)
-    assert record.checksums[a.path][2] == xxhash.xxh3_64_hexdigest(data)
-    assert chunkio.checksum([data[:5], data[5:]]) == xxhash.xxh3_64_hexdigest(data)
+    assert store.plan.checksum == "crc32" and json.loads((path / "commits/16-32.json").read_text())["checksum"] == "crc32"
+    assert record.checksums[a.path][2] == f"{zlib.crc32(data):08x}"
+    assert chunkio.checksum([data[:5], data[5:]]) == f"{zlib.crc32(data):08x}"
 
 
 def test_full_disk_at_creation_is_one_line_and_leaves_nothing(tmp_path, run, monkeypatch):

@@ -1,10 +1,12 @@
 """Commit records: the only thing that makes a block of samples valid.
 
 A block is committed by atomically creating ``commits/<start>-<stop>.json`` after every chunk of the
-block is written. The record holds the block range and a checksum (XXH3-64) of the stored bytes of each chunk
-it covers, so ``verify`` can prove that what is on disk is what was committed. Readers trust a block
-only when its record parses and matches the store's block grid; anything else is reported by
-``verify`` and treated as not committed (a resumed writer simply writes that block again).
+block is written. The record holds the block range and a checksum of the stored bytes of each chunk
+it covers, and names the checksum algorithm, which is the store's (``StorePlan.checksum``: CRC-32
+for schema 3, XXH3-64 for schema 2), so ``verify`` and every read can prove that what is on disk is
+what was committed. Readers trust a block only when its record parses, names the store's algorithm
+and matches the store's block grid; anything else is reported by ``verify`` and treated as not
+committed (a resumed writer simply writes that block again).
 """
 
 from __future__ import annotations
@@ -58,8 +60,9 @@ def commit_path(root: Path, start: int, stop: int) -> Path:
     return root / COMMITS_DIR / f"{start}-{stop}.json"
 
 
-def write_commit(root: Path, record: CommitRecord, *, durable: bool) -> None:
-    """Atomically create the record (temp file, rename); ``durable`` also fsyncs the file and the directory.
+def write_commit(root: Path, record: CommitRecord, algorithm: str, *, durable: bool) -> None:
+    """Atomically create the record (temp file, rename); ``algorithm`` names the checksums it holds
+    (``StorePlan.checksum``); ``durable`` also fsyncs the file and the directory.
 
     Without ``durable`` the record, like the chunks, reaches the page cache only: enough to survive
     the death of the process, which is the guarantee asked of the default mode.
@@ -68,7 +71,7 @@ def write_commit(root: Path, record: CommitRecord, *, durable: bool) -> None:
         "block": record.block,
         "start": record.start,
         "stop": record.stop,
-        "checksum": chunkio.CHECKSUM,
+        "checksum": algorithm,
         "chunks": {k: list(v) for k, v in record.checksums.items()},
         "written_at": record.written_at,
     }
@@ -127,11 +130,15 @@ def _read_record(root: Path, plan: StorePlan, start: int, stop: int) -> tuple[Co
     try:
         body = json.loads(commit_path(root, start, stop).read_bytes())
         sums = {str(k): tuple(str(c) for c in v) for k, v in body["chunks"].items()}
-        ok = (body["block"], body["start"], body["stop"]) == (block, start, stop) and body.get("checksum") == chunkio.CHECKSUM
+        ok = (body["block"], body["start"], body["stop"]) == (block, start, stop)
+        algorithm = body.get("checksum")
     except FileNotFoundError:
         return None, None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         return None, f"{where} cannot be read ({type(err).__name__}); the block counts as not committed"
+    if ok and algorithm != plan.checksum:
+        return None, (f"{where} holds {algorithm!r} checksums where this store's schema uses {plan.checksum!r};"
+                      " the block counts as not committed")
     if not ok or {k: len(v) for k, v in sums.items()} != expected_chunk_counts(plan):
         return None, f"{where} does not list the chunks this block must have; the block counts as not committed"
     return CommitRecord(block, start, stop, sums, str(body.get("written_at", "")), _skip_reasons(body, start, stop)), None

@@ -56,7 +56,7 @@ class BlockFlusher:
             sum_of = {(a.path, layer): digest for (a, layer), digest in zip(jobs, digests)}
             sums = {a.path: tuple(sum_of[a.path, layer] for layer in range(a.n_layers)) for a in arrays}
             record = CommitRecord(block.index, block.start, block.stop, sums, now(), dict(block.skip_reasons))
-            write_commit(self.path, record, durable=self.durable)
+            write_commit(self.path, record, self.plan.checksum, durable=self.durable)
         except OSError as err:
             raise StoreError(
                 f"writing block [{block.start}, {block.stop}) of {self.path} failed: {err.strerror or err}"
@@ -71,7 +71,7 @@ class BlockFlusher:
     def _write_raw(self, block: Block, a: ArrayPlan, layer: int) -> str:
         """Hash one raw chunk and write it into its shard straight from its pieces (no assembling copy)."""
         pieces = [rows[layer] for _, rows in block.pieces[a.path]] if a.sample_axis == 1 else [block.buffers[a.path]]
-        digest = chunkio.checksum(pieces)  # first: it also brings the pieces into cache for the write
+        digest = chunkio.checksum(pieces, self.plan.checksum)  # first: it also brings the pieces into cache for the write
         fd = self._shard_fds[a.path, layer]
         chunkio.pwritev_all(fd, pieces, a.chunk_offset(block.index))
         if self.durable:
@@ -90,4 +90,4 @@ class BlockFlusher:
         chunkio.write_chunk_bytes(path, stored)
         if self.durable:
             chunkio.fsync_path(path)
-        return chunkio.checksum([stored])
+        return chunkio.checksum([stored], self.plan.checksum)

@@ -71,9 +71,14 @@ def check_same_run(store: Store, fields: Mapping[str, Any]) -> None:
 
 
 def check_resume(store: Store, meta: RunMeta, sites: tuple[SiteSpec, ...], samples: SampleInfo,
-                 chunk_samples: int | None, codec: str | None) -> None:
-    """Refuse to write into a store made for another run; name the first field that differs."""
-    wanted = StoreHeader(meta, sites, chunk_samples or store.chunk_samples, samples.n_samples)
+                 chunk_samples: int | None, codec: str | None, schema_version: int | None = None) -> None:
+    """Refuse to write into a store made for another run; name the first field that differs.
+
+    ``chunk_samples``, ``codec`` and ``schema_version`` None mean "as stored": a store of an older
+    readable schema is resumed in its own version (and checksum algorithm).
+    """
+    wanted = StoreHeader(meta, sites, chunk_samples or store.chunk_samples, samples.n_samples,
+                         schema_version=schema_version or store.header.schema_version)
     diff = first_difference(header_to_attrs(store.header), header_to_attrs(wanted, every_key=True))
     if diff is None and codec is not None and codec != store.codec:
         diff = Difference("codec", store.codec, codec)

@@ -182,6 +182,8 @@ class StorePlan:
     arrays: dict[str, ArrayPlan]
     site_paths: dict[str, str]
     """site name -> array path."""
+    checksum: str
+    """The checksum algorithm of the commit records (``StoreHeader.chunk_checksum``)."""
 
     @property
     def n_blocks(self) -> int:
@@ -230,4 +232,4 @@ def plan_store(header: StoreHeader, codec: str) -> StorePlan:
     if header.meta.answer_tokens:
         attrs = {**ANSWER_TEXT_ATTR, "answer_tokens": header.meta.answer_tokens}
         arrays[ANSWER_TEXT] = ArrayPlan(ANSWER_TEXT, (n,), "str", (cs,), ("sample",), "", 0, False, "none", True, attrs)
-    return StorePlan(n, cs, codec, arrays, site_paths)
+    return StorePlan(n, cs, codec, arrays, site_paths, header.chunk_checksum)

@@ -179,8 +179,9 @@ class Store:
     def read_bits(self, site: str, layers: LayerSpec = None, *, check: bool = True) -> np.ndarray:
         """uint16 bf16 bits ``[L, N, D]`` of the selected layers (rows not committed are 0).
 
-        ``check`` (the default) compares every committed chunk read with the XXH3-64 checksum its
-        commit record holds and raises ``StoreError`` on a mismatch; ``check=False`` skips that
+        ``check`` (the default) compares every committed chunk read with the checksum its commit
+        record holds (``plan.checksum``: CRC-32, or XXH3-64 in a schema-2 store) and raises
+        ``StoreError`` on a mismatch; ``check=False`` skips that
         (benchmarks measure what it costs).
         """
         return self._bits(self.plan.site(site), self.layer_indices(site, layers), check)
@@ -192,8 +193,8 @@ class Store:
             def copy_layer(pair: tuple[int, int]) -> list[int]:
                 i, layer = pair
                 expected = self._expected_sums(a.path, layer) if check else ()
-                return chunkio.copy_range_into(self.path / a.chunk_key(layer, 0), 0, out[i],
-                                               chunk_nbytes=a.chunk_nbytes, checksums=expected)
+                return chunkio.copy_range_into(self.path / a.chunk_key(layer, 0), 0, out[i], chunk_nbytes=a.chunk_nbytes,
+                                               checksums=expected, algorithm=self.plan.checksum)
 
             bad = chunkio.on_two_threads(copy_layer, list(enumerate(chosen)))  # 1.5x one thread's speed here
             for layer, blocks in zip(chosen, bad):
@@ -258,7 +259,7 @@ class Store:
 
     def _read_chunk(self, a: ArrayPlan, layer: int, block: int, check: bool) -> bytes:
         data = chunkio.read_chunk(self.path, a, layer, block)
-        if check and chunkio.checksum([data]) != self.commits[block].checksums[a.path][layer]:
+        if check and chunkio.checksum([data], self.plan.checksum) != self.commits[block].checksums[a.path][layer]:
             raise self._mismatch(a, layer, block)
         return data
 

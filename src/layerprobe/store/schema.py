@@ -37,8 +37,18 @@ from layerprobe.store.fields import META_FROM_JSON, META_IDENTITY, META_OMIT_DEF
 from layerprobe.vocab import ANSWER_SITE, BFLOAT16, COMPUTE_DTYPES
 from layerprobe.vocab import STORED_SPLITS as SPLITS  # the allowed values of the per-sample split column
 
-SCHEMA_VERSION = 2
-"""The store layout version this code writes and reads (docs/architecture.md, "The store")."""
+SCHEMA_VERSION = 3
+"""The store layout version this code creates (docs/architecture.md, "The store")."""
+CRC32 = "crc32"
+"""Chunk checksum of schema 3: CRC-32 (zlib's, 8 hex digits). Why: ``chunkio.CHECKSUM``."""
+XXH3_64 = "xxh3_64"
+"""Chunk checksum of schema 2: XXH3-64 (16 hex digits)."""
+CHUNK_CHECKSUMS = {2: XXH3_64, 3: CRC32}
+"""Every schema version this code reads -> the checksum algorithm its commit records name and hold.
+
+The versions differ in nothing else. A store keeps its version (a resumed schema-2 store is still
+written with XXH3-64), so one store never mixes algorithms; layerprobe before schema 3 refuses a
+schema-3 store with "upgrade layerprobe" instead of finding no valid commit record in it."""
 
 _SITE_NAME = re.compile(r"^[a-z0-9_]+(/[a-z0-9_]+)*$")
 _RESERVED_SITE_NAMES = (ANSWER_SITE, "samples", "commits")
@@ -223,9 +233,9 @@ def _sites_from_json(doc: dict[str, Any]) -> tuple[SiteSpec, ...]:
 class StoreHeader:
     """Everything the root attributes hold: run metadata plus the store's own shape."""
 
-    # kw_only: stored first, yet never passed (a header always has this version; others are refused on opening)
+    # kw_only: stored first, passed only to create or resume a store of an older readable version
     schema_version: int = identity_field(from_json=int, default=SCHEMA_VERSION, kw_only=True)
-    """Store layout version, ``SCHEMA_VERSION``."""
+    """Store layout version: ``SCHEMA_VERSION`` for a new store, or another key of ``CHUNK_CHECKSUMS``."""
     meta: RunMeta
     """The run; its fields are stored flat, beside the header's own."""
     sites: tuple[SiteSpec, ...] = identity_field(to_json=_sites_to_json, from_json=_sites_from_json)
@@ -239,6 +249,11 @@ class StoreHeader:
     created_at: str = free_field(from_json=str, default="")
     """ISO time of creation (UTC, seconds)."""
 
+    @property
+    def chunk_checksum(self) -> str:
+        """The checksum algorithm of this store's commit records (``CHUNK_CHECKSUMS``)."""
+        return CHUNK_CHECKSUMS[self.schema_version]
+
     def site(self, name: str) -> SiteSpec:
         for spec in self.sites:
             if spec.name == name:
@@ -246,8 +261,11 @@ class StoreHeader:
         raise StoreError(f"site {name!r} is not in this store; it has {[s.name for s in self.sites]}")
 
 
-def new_header(meta: RunMeta, sites: tuple[SiteSpec, ...], chunk_samples: int, n_samples: int) -> StoreHeader:
-    """A header for a store created now."""
+def new_header(meta: RunMeta, sites: tuple[SiteSpec, ...], chunk_samples: int, n_samples: int,
+               schema_version: int = SCHEMA_VERSION) -> StoreHeader:
+    """A header for a store created now (``schema_version``: see ``StoreHeader.schema_version``)."""
+    if schema_version not in CHUNK_CHECKSUMS:
+        raise StoreError(f"store schema version {schema_version!r} cannot be written; use one of {sorted(CHUNK_CHECKSUMS)}")
     names = [s.name for s in sites]
     if not sites:
         raise StoreError("no sites given; a store needs at least one site (e.g. 'llm/final_token')")
@@ -258,7 +276,7 @@ def new_header(meta: RunMeta, sites: tuple[SiteSpec, ...], chunk_samples: int, n
             if b.startswith(a + "/"):
                 raise StoreError(f"site {b!r} would be nested inside site {a!r}; rename one of them")
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    return StoreHeader(meta, tuple(sites), int(chunk_samples), int(n_samples), library_versions(), now)
+    return StoreHeader(meta, tuple(sites), int(chunk_samples), int(n_samples), library_versions(), now, schema_version=schema_version)
 
 
 def library_versions() -> dict[str, str]:
@@ -330,15 +348,16 @@ def attrs_to_header(attrs: Any, where: str) -> StoreHeader:
     if not isinstance(attrs, dict):
         raise StoreError(f"{where} is not a layerprobe store (its zarr.json has no 'layerprobe' attributes); pass a store made by 'layerprobe extract'")
     version = attrs.get("schema_version")
-    if version != SCHEMA_VERSION:
-        known = isinstance(version, int) and not isinstance(version, bool)
+    known = isinstance(version, int) and not isinstance(version, bool)
+    if not known or version not in CHUNK_CHECKSUMS:
         if known and version > SCHEMA_VERSION:
             hint = "upgrade layerprobe to read it"
         elif known and 1 <= version < SCHEMA_VERSION:
             hint = "it was written by an older layerprobe; extract it again into a new path"
         else:
             hint = "it was not written by a compatible layerprobe"
-        raise StoreError(f"{where} has store schema version {version!r}; this layerprobe reads version {SCHEMA_VERSION} ({hint})")
+        readable = " and ".join(str(v) for v in sorted(CHUNK_CHECKSUMS))
+        raise StoreError(f"{where} has store schema version {version!r}; this layerprobe reads versions {readable} ({hint})")
     try:
         meta = RunMeta(**_from_attrs(attrs, of_run=True))
         header = StoreHeader(meta=meta, **_from_attrs(attrs, of_run=False))

@@ -122,7 +122,7 @@ def _check_block(store: Store, block: int, counts: dict[tuple[str, int], list[in
             except StoreError:
                 problems.append(f"{where} of committed block [{start}, {stop}) is missing or truncated")
                 continue
-            if chunkio.checksum([stored]) != record.checksums[a.path][layer]:
+            if chunkio.checksum([stored], store.plan.checksum) != record.checksums[a.path][layer]:
                 problems.append(f"{where} does not match the checksum in its commit record (changed or corrupted since it was written)")
                 continue
             if a.path.startswith("sites/"):

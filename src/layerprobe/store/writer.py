@@ -52,7 +52,7 @@ from layerprobe.store.layout import ANSWER_TEXT, CODECS, default_chunk_samples, 
 from layerprobe.store.lock import StoreLock
 from layerprobe.store.reader import SAMPLES_PARQUET, Store, open_store
 from layerprobe.store.samples_table import CommittedSamples
-from layerprobe.store.schema import RunMeta, SampleInfo, SiteSpec, new_header
+from layerprobe.store.schema import SCHEMA_VERSION, RunMeta, SampleInfo, SiteSpec, new_header
 from layerprobe.vocab import ANSWER_SITE
 
 _SHA256 = re.compile(r"^([0-9a-f]{64})?$")
@@ -86,11 +86,13 @@ class StoreWriter:
         codec: str | None = None,
         durable: bool = False,
         lock: tuple[int, int] | None = None,
+        schema_version: int | None = None,
     ) -> StoreWriter:
         """Create the store at ``path``, or resume it when it exists with the same run metadata.
 
-        ``chunk_samples`` and ``codec`` (``"none"`` default, or ``"zstd"``) apply when creating;
-        ``None`` on resume means "as stored". Safe to call from several shard processes at once.
+        ``chunk_samples``, ``codec`` (``"none"`` default, or ``"zstd"``) and ``schema_version``
+        (default ``SCHEMA_VERSION``; 2 writes the XXH3-64 commit records that layerprobe before
+        schema 3 reads) apply when creating; ``None`` on resume means "as stored". Safe to call from several shard processes at once.
         ``lock=(k, n)`` takes the advisory write lock of shard ``k/n`` (``(0, 1)``: the whole store)
         until :meth:`close`, refusing to open while another process holds it (``lock.py``).
         """
@@ -105,10 +107,10 @@ class StoreWriter:
             if meta.manifest_sha256 != samples.digest(meta.class_names):  # on resume the store's own check covers it
                 raise StoreError("RunMeta.manifest_sha256 is not the digest of these samples and class names; set it to SampleInfo.digest(class_names)")
             cs = chunk_samples or default_chunk_samples(max(s.hidden for s in site_list), samples.n_samples)
-            header = new_header(meta, site_list, cs, samples.n_samples)
+            header = new_header(meta, site_list, cs, samples.n_samples, schema_version or SCHEMA_VERSION)
             create_store(root, header, plan_store(header, codec or "none"), samples)
         store = open_store(root)
-        check_resume(store, meta, site_list, samples, chunk_samples, codec)
+        check_resume(store, meta, site_list, samples, chunk_samples, codec, schema_version)
         held = StoreLock(root, lock) if lock is not None else None
         try:
             if held is not None:
