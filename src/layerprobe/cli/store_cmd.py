@@ -35,7 +35,7 @@ def info(store: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar (only on a terminal).")
 def verify(store: str, as_json: bool, progress: bool) -> None:
-    """Check a store: schema, completeness, chunk checksums (XXH3-64) against commit records, NaN/Inf per site and layer;
+    """Check a store: schema, completeness, chunk checksums (CRC-32; XXH3-64 in schema-2 stores) against commit records, NaN/Inf per site and layer;
     lists the skipped samples and why.
 
     Exits 1 when a problem is found (an incomplete store alone is not a problem).
