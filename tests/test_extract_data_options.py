@@ -83,6 +83,9 @@ def test_dicom_frame_reaches_the_loader_and_is_recorded(llava, tmp_path, capsys)
     code, out, err = _run([*args, "--out", str(tmp_path / "mid.zarr"), "--dicom-frame", "middle", "--json"], capsys)
     assert code == 0, err
     store = open_store(tmp_path / "mid.zarr")
-    assert store.committed.all() and not store.skipped.any() and store.meta.extra["dicom_frame"] == "middle"
+    assert store.committed.all() and not store.skipped.any() and store.meta.dicom_frame == "middle"
+    # the frame rule decides the pixels: resuming with another rule would mix frames in one store
+    code, _, err = _run([*args, "--out", str(tmp_path / "mid.zarr"), "--dicom-frame", "first"], capsys)
+    assert code == 1 and "dicom_frame" in err.strip().splitlines()[-1], err
     code, _, err = _run([*args, "--out", str(tmp_path / "bad.zarr"), "--dicom-frame", "mid"], capsys)
     assert code == 1 and err.strip() == "error: frame rule 'mid' is not 'first', 'middle' or a frame index (0-based, negative from the end)"

@@ -65,6 +65,7 @@ def refuse_other_run(cfg: ExtractConfig, manifest: Manifest, candidates: Sequenc
         **_sources(cfg), **local_hashes(cfg.model, cfg.adapter, cfg.allow_pickle),
         "dataset_name": manifest.name, "manifest_sha256": manifest.sha256, "candidates": list(candidates),
         "class_names": list(manifest.class_names), "compute_dtype": dtype, "answer_tokens": cfg.answer_tokens,
+        "dicom_frame": cfg.dicom_frame,
     })
 
 

@@ -356,7 +356,7 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
     manifest, candidates, instruction = _task(cfg)
     dtype = _resolve_dtype(cfg, loaded)
     refuse_other_run(cfg, manifest, candidates, dtype.name)
-    data_extra = check_images(manifest, allow_duplicate_images=cfg.allow_duplicate_images, dicom_frame=cfg.dicom_frame)
+    data_extra = check_images(manifest, allow_duplicate_images=cfg.allow_duplicate_images)
     if loaded is None:
         loaded = load_model(cfg.model, dtype=cfg.torch_dtype or compute_dtype(dtype.name), device=cfg.device, adapter=cfg.adapter,
                             trust_remote_code=cfg.trust_remote_code, revision=cfg.revision, allow_pickle=cfg.allow_pickle,
@@ -372,7 +372,7 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
         model_type=loaded.model_type, adapter=loaded.adapter, adapter_hash=loaded.adapter_hash,
         dataset_name=manifest.name, manifest_sha256=manifest.sha256, prompt_template=prompt,
         candidates=tuple(candidates), candidate_token_ids=token_ids, class_names=manifest.class_names,
-        compute_dtype=dtype.name, answer_tokens=cfg.answer_tokens, extra={"instruction": instruction, "batch_size": cfg.batch_size,
+        compute_dtype=dtype.name, answer_tokens=cfg.answer_tokens, dicom_frame=cfg.dicom_frame, extra={"instruction": instruction, "batch_size": cfg.batch_size,
         "device": loaded.device, "compute_dtype_reason": dtype.reason, **data_extra, **finetune_extra(cfg.adapter)},
     )
     samples = manifest.sample_info()

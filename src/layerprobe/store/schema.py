@@ -10,12 +10,10 @@ Design choices:
   the one the caller built.
 - ``library_versions`` are read from installed package metadata (``importlib.metadata``), never by
   importing the packages, so the store never pulls in torch or transformers just to describe itself.
-- The stored keys are the dataclass fields themselves (:func:`stored_fields`), so a field is named
-  once, in its class (the field markers are in ``fields.py``). A field marked ``identity_field()`` decides run identity; the others
-  (``library_versions``, ``created_at``, ``extra``) may change between runs. The stored order is
-  the header's fields with the run's identity fields in place of ``meta``, then the run's free
-  fields: identity fields come first, in the order they are compared, and the first one that
-  differs is the one an error names.
+- The stored keys are the dataclass fields themselves (:func:`stored_fields`; markers in ``fields.py``),
+  so a field is named once. ``identity_field()`` ones decide run identity; the others
+  (``library_versions``, ``created_at``, ``extra``) may change between runs. Identity fields are
+  stored first, in the order they are compared, so an error names the first that differs.
 """
 
 from __future__ import annotations
@@ -54,6 +52,7 @@ _SITE_NAME = re.compile(r"^[a-z0-9_]+(/[a-z0-9_]+)*$")
 _RESERVED_SITE_NAMES = (ANSWER_SITE, "samples", "commits")
 
 _VERSIONED_PACKAGES = ("layerprobe", "numpy", "zarr", "torch", "transformers", "peft", "ml_dtypes")
+
 
 @dataclass(frozen=True)
 class SiteSpec:
@@ -118,6 +117,9 @@ class RunMeta:
     """Tokens of greedy generation after the prompt (the generated answer, stored per sample in
     ``samples/answer_text``); 0 (the default, and what a store without the key means) = no
     generation, forced choice over ``answer_logits`` only. Its key is written only when not 0."""
+    dicom_frame: str | int | None = identity_field(omit_default=True, default=None)
+    """Frame rule for multi-frame DICOM files (``first``, ``middle``, an index; None: refused); another
+    rule on resume would mix frames. Its key is written only when set."""
     extra: dict[str, Any] = free_field(from_json=lambda v: v or {}, default_factory=dict)
     """Free-form JSON-serialisable notes; not compared on resume."""
 

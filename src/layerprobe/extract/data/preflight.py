@@ -28,7 +28,6 @@ from typing import Any
 
 from layerprobe import vocab
 from layerprobe.errors import ExtractError
-from layerprobe.extract.data.dicom import FrameRule
 from layerprobe.extract.data.manifest import Manifest
 
 _RECORDED_GROUPS = 1000
@@ -58,11 +57,12 @@ def cross_split_duplicates(manifest: Manifest) -> list[list[int]]:
     return groups
 
 
-def check_images(manifest: Manifest, *, allow_duplicate_images: bool = False, dicom_frame: FrameRule = None) -> dict[str, Any]:
+def check_images(manifest: Manifest, *, allow_duplicate_images: bool = False) -> dict[str, Any]:
     """Refuse cross-split duplicates unless allowed; return what ``RunMeta.extra`` records.
 
     The returned entries are empty for a default run: ``allow_duplicate_images`` and the groups
-    found (ids) when duplicates are allowed, ``dicom_frame`` when a frame rule is set.
+    found (ids) when duplicates are allowed. (The DICOM frame rule is part of the run's identity:
+    ``RunMeta.dicom_frame``.)
     """
     groups = cross_split_duplicates(manifest)
     if groups and not allow_duplicate_images:
@@ -79,6 +79,4 @@ def check_images(manifest: Manifest, *, allow_duplicate_images: bool = False, di
         extra["allow_duplicate_images"] = True
         extra["duplicate_image_groups"] = len(groups)
         extra["duplicate_images"] = [[manifest.ids[i] for i in g] for g in groups[:_RECORDED_GROUPS]]
-    if dicom_frame is not None:
-        extra["dicom_frame"] = dicom_frame
     return extra
