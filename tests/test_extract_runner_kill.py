@@ -4,6 +4,7 @@ resumed, leaves the same store as one uninterrupted run: every array byte-identi
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,8 +14,14 @@ from pathlib import Path
 import pytest
 
 from layerprobe.extract.runner import run_extract
+from layerprobe.hardware import torch_threads
 from layerprobe.store import open_store, verify
 from test_extract_runner import assert_same_store, config, make_images
+
+# One torch thread everywhere (reference and children): on a CPU with AMX, bf16 runs with two
+# threads were not bit-reproducible between these processes (about 1 run in 4, 1 ulp in a few rows of
+# one batch; never with one thread or with AMX disabled), and this test is about the resume logic.
+_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 # The child runs the real CLI; each forward is slowed so that the kill lands between commits.
 _CHILD = """
@@ -35,7 +42,8 @@ def setup(tiny_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("kill")
     images = make_images(root / "pets", n_per_class=8)  # 16 samples: 4 blocks of 4, batches of 3
     model = tiny_checkpoint("llava")
-    reference = run_extract(config(model, images, root / "ref.zarr"))
+    with torch_threads(1):
+        reference = run_extract(config(model, images, root / "ref.zarr"))
     return model, images, reference
 
 
@@ -50,7 +58,7 @@ def _n_commits(out: Path) -> int:
 
 
 def _start_and_wait_for_commits(args: list[str], out: Path, n_commits: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_ENV)
     deadline = time.monotonic() + 120
     while _n_commits(out) < n_commits:
         if proc.poll() is not None:
@@ -73,7 +81,7 @@ def test_sigkill_mid_way_then_resume_gives_the_same_store(setup, tmp_path) -> No
     assert proc.returncode == -signal.SIGKILL
     committed = open_store(out).committed
     assert 0 < committed.sum() < len(committed), "the kill must land mid-way"
-    resumed = subprocess.run([sys.executable, "-c", _CHILD, *_cli_args(model, images, out)], capture_output=True, text=True)
+    resumed = subprocess.run([sys.executable, "-c", _CHILD, *_cli_args(model, images, out)], capture_output=True, text=True, env=_ENV)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert summary["complete"] and summary["n_committed"] == 16
