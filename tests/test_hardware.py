@@ -119,11 +119,11 @@ def test_fp32_weight_bytes_come_from_the_safetensors_headers(tmp_path) -> None:
 
 @pytest.fixture
 def machine(monkeypatch):
-    """``machine(cores, load)`` patches the affinity set and the 1-minute load average."""
+    """``machine(cores, load)`` patches the affinity set and the cores other work keeps busy."""
 
     def patch(cores: int, load: float) -> None:
         monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid: set(range(cores)))
-        monkeypatch.setattr(hardware.os, "getloadavg", lambda: (load, load, load))
+        monkeypatch.setattr(hardware, "busy_cores", lambda: load)
 
     return patch
 
@@ -140,6 +140,22 @@ def test_thread_choice_follows_work_and_free_cores(machine, cores, load, step_fl
     machine(cores, load)
     n, reason = choose_threads(step_flops)
     assert n == expected and f"of {cores} cores free" in reason
+
+
+def test_busy_cores_counts_other_runnable_threads_not_this_process_past(monkeypatch) -> None:
+    reads = iter([3, 1, 2, 2, 9])  # procs_running samples, the calling thread included
+    monkeypatch.setattr(hardware, "_procs_running", lambda: next(reads))
+    monkeypatch.setattr(hardware.os, "getloadavg", lambda: (1.9, 1.0, 1.0))  # our own last minute: ignored
+    assert hardware.busy_cores(samples=5, interval_s=0) == 1.0  # median 2, less this thread
+    monkeypatch.setattr(hardware, "_procs_running", lambda: 1)
+    assert hardware.busy_cores(samples=3, interval_s=0) == 0.0
+    monkeypatch.setattr(hardware, "_procs_running", lambda: None)  # no /proc/stat: the load average
+    assert hardware.busy_cores(samples=3, interval_s=0) == 1.9
+
+
+def test_procs_running_reads_this_machine() -> None:
+    running = hardware._procs_running()
+    assert running is None or running >= 1  # None off Linux; at least the calling thread on Linux
 
 
 def test_requested_threads_win(machine) -> None:

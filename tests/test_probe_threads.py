@@ -25,13 +25,13 @@ def _cfg(**kw) -> SweepConfig:
 @pytest.fixture
 def busy_two_cores(monkeypatch):
     monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid: {0, 1})
-    monkeypatch.setattr(hardware.os, "getloadavg", lambda: (1.3, 1.0, 1.0))
+    monkeypatch.setattr(hardware, "busy_cores", lambda: 1.3)
 
 
 @pytest.fixture
 def idle_sixteen_cores(monkeypatch):
     monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid: set(range(16)))
-    monkeypatch.setattr(hardware.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(hardware, "busy_cores", lambda: 0.0)
 
 
 def test_a_small_sweep_runs_on_one_thread_and_restores_torchs_count(monkeypatch, idle_sixteen_cores) -> None:
@@ -90,7 +90,7 @@ def test_problem_size_sets_the_count(busy_two_cores) -> None:
 def test_a_large_problem_gets_the_free_cores(idle_sixteen_cores, monkeypatch) -> None:
     monkeypatch.setattr(threads, "sweep_step_flops", lambda cfg, stores: 1e12)
     assert threads.sweep_threads(_cfg(), [])[0] == 16
-    monkeypatch.setattr(hardware.os, "getloadavg", lambda: (15.2, 15.0, 15.0))
+    monkeypatch.setattr(hardware, "busy_cores", lambda: 15.2)
     assert threads.sweep_threads(_cfg(), [])[0] == 1
     assert threads.sweep_threads(_cfg(threads=4), [])[0] == 4
 

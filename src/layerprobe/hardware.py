@@ -27,7 +27,9 @@ import json
 import logging
 import math
 import os
+import statistics
 import struct
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -203,18 +205,49 @@ def _gib(n: int) -> str:
 
 
 def free_cores() -> tuple[int, int]:
-    """(cores this process may use, of them free now): the CPU affinity set, less the 1-minute load
-    average (rounded; at least one core is free). The load average also counts this process when it
-    has been busy for the last minute, so a long-running process may underestimate by one core."""
+    """(cores this process may use, of them free now): the CPU affinity set, less the cores other
+    work keeps busy (:func:`busy_cores`, rounded; at least one core is free)."""
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = os.cpu_count() or 1
+    return usable, max(1, min(usable, usable - int(busy_cores() + 0.5)))
+
+
+def busy_cores(samples: int = 15, interval_s: float = 0.002) -> float:
+    """How many cores other work keeps busy now.
+
+    Linux: the median of ``samples`` reads of ``/proc/stat``'s ``procs_running`` (runnable threads,
+    machine-wide), ``interval_s`` apart, less one for the calling thread. Unlike the 1-minute load
+    average it does not count this process's own past work, which made a benchmark or a notebook
+    busy for a minute take itself for a neighbour and halve its threads on an idle 2-core machine.
+    Elsewhere: the 1-minute load average. Both count the whole machine (or VM), not a container.
+    """
+    counts = []
+    for _ in range(samples):
+        running = _procs_running()
+        if running is None:
+            break
+        counts.append(running - 1)
+        time.sleep(interval_s)
+    if counts:
+        return max(0.0, float(statistics.median(counts)))
     try:
-        load = os.getloadavg()[0]
+        return os.getloadavg()[0]
     except (AttributeError, OSError):
-        load = 0.0
-    return usable, max(1, min(usable, usable - int(load + 0.5)))
+        return 0.0
+
+
+def _procs_running() -> int | None:
+    """``procs_running`` of ``/proc/stat``, or None where there is no such file or line."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            for line in f:
+                if line.startswith(b"procs_running "):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def choose_threads(step_flops: float, requested: int | None = None) -> tuple[int, str]:
