@@ -214,7 +214,7 @@ def free_cores() -> tuple[int, int]:
     return usable, max(1, min(usable, usable - int(busy_cores() + 0.5)))
 
 
-def busy_cores(samples: int = 15, interval_s: float = 0.002) -> float:
+def busy_cores(samples: int = 8, interval_s: float = 0.0005) -> float:
     """How many cores other work keeps busy now.
 
     Linux: the median of ``samples`` reads of ``/proc/stat``'s ``procs_running`` (runnable threads,
