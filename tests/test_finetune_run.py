@@ -85,7 +85,7 @@ def test_existing_output_is_refused(tiny_checkpoint, small_set, tmp_path):
 
 def test_another_runs_unfinished_folder_is_refused(tiny_checkpoint, small_set, tmp_path):
     cfg = _cfg(tiny_checkpoint("llava"), small_set, tmp_path / "lora")
-    output.claim_work_folder(cfg.out, {**run_identity(cfg, resolve_task(cfg).manifest), "lora_r": 4})
+    output.claim_work_folder(cfg.out, {**run_identity(cfg, resolve_task(cfg).manifest, cfg.dtype), "lora_r": 4})
     with pytest.raises(FinetuneError) as err:
         run_finetune(cfg)
     assert "lora_r=4" in _one_line(err)

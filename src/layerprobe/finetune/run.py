@@ -126,10 +126,10 @@ def prepare(cfg: FinetuneConfig, task: Task, checkpoints: Path, dtype: Any = Non
     return Prepared(task, loaded, prompt, setup, dtype)
 
 
-def run_identity(cfg: FinetuneConfig, manifest: Manifest, dtype: str | None = None) -> dict[str, Any]:
+def run_identity(cfg: FinetuneConfig, manifest: Manifest, dtype: str) -> dict[str, Any]:
     """What ``<out>.partial/run.json`` records: the config's identity with ``dtype`` the resolved
-    compute dtype (None: ``cfg.dtype`` as given), the dataset by name and manifest hash."""
-    return {**cfg.identity(), "dtype": dtype or cfg.dtype, "dataset": manifest.name, "manifest_sha256": manifest.sha256}
+    compute dtype (never ``auto``), the dataset by name and manifest hash."""
+    return {**cfg.identity(), "dtype": dtype, "dataset": manifest.name, "manifest_sha256": manifest.sha256}
 
 
 def run_finetune(cfg: FinetuneConfig) -> Path:

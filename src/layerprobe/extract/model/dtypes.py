@@ -30,4 +30,3 @@ def dtype_name(dtype: torch.dtype) -> str:
         if value == dtype:
             return name
     raise ExtractError(f"dtype {dtype} is not a compute dtype; use one of {', '.join(vocab.COMPUTE_DTYPES)}")
-

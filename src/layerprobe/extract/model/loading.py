@@ -47,6 +47,7 @@ from layerprobe.errors import ExtractError
 from layerprobe.extract.model.dtypes import compute_dtype, dtype_name
 from layerprobe.extract.model.peft_adapter import AdapterFolder, check_fits, read_adapter
 from layerprobe.extract.model.weights import SAFE_SUFFIX, hash_files, model_weights
+from layerprobe.hardware import ResolvedDtype, checkpoint_fp32_bytes, resolve_compute_dtype
 
 
 @dataclass(frozen=True)
@@ -299,15 +300,13 @@ def _one_line(err: BaseException | None, limit: int = 200) -> str:
 
 
 def resolve_for_checkpoint(requested: str, model: str, revision: str | None, device: torch.device | str,
-                           *, label: str, progress: bool):  # type: ignore[no-untyped-def]  # fmt: skip
+                           *, label: str, progress: bool) -> ResolvedDtype:  # fmt: skip
     """``requested`` (a dtype name or ``auto``) resolved for the checkpoint ``model`` on ``device``:
     a :class:`~layerprobe.hardware.ResolvedDtype` (name + reason), printed as ``label: compute dtype ...``
     when ``progress``. ``auto`` reads the checkpoint's fp32 size from its safetensors headers, on the
     folder ``load_model`` will read, before anything is loaded. Extraction and fine-tuning both
     call this, so one checkpoint resolves alike in both."""
     import sys
-
-    from layerprobe.hardware import checkpoint_fp32_bytes, resolve_compute_dtype
 
     weight_bytes = checkpoint_fp32_bytes(local_folder(model, revision)) if requested == vocab.AUTO else None
     resolved = resolve_compute_dtype(requested, device, weight_bytes)
