@@ -17,7 +17,8 @@ from layerprobe.extract.model.loading import load_model
 from layerprobe.extract.model.prompt import candidate_token_ids, encode_batch, render_prompt
 from layerprobe.testing.images import CANDIDATES, INSTRUCTION
 from layerprobe.testing import TINY_FAMILIES
-from layerprobe.finetune.examples import IGNORE_INDEX, SUFFIX_TOKEN_TYPE, Collator, answer_format, generation_stop_ids
+from layerprobe.extract.generation import generation_stop_ids
+from layerprobe.finetune.examples import IGNORE_INDEX, SUFFIX_TOKEN_TYPE, Collator, answer_format
 
 torch.set_num_threads(1)
 

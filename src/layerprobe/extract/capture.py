@@ -154,10 +154,12 @@ class Capturer:
     def _generate(self, batch: dict[str, Any], max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
         from transformers import GenerationConfig
 
-        own = self.model.generation_config
-        eos = own.eos_token_id
-        pad = own.pad_token_id if own.pad_token_id is not None else (eos[0] if isinstance(eos, list) else eos)
-        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=eos, pad_token_id=pad,
+        from layerprobe.extract.generation import generation_stop_ids
+
+        stops = list(generation_stop_ids(self.model)) or None
+        own_pad = self.model.generation_config.pad_token_id
+        pad = own_pad if own_pad is not None else (stops[0] if stops else None)
+        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=stops, pad_token_id=pad,
                                   return_dict_in_generate=True, output_logits=True)
         out = self.model.generate(**batch, generation_config=config)
         return out.logits[0], out.sequences[:, batch["input_ids"].shape[1]:]

@@ -25,3 +25,14 @@ def answer_decoder(processor: Any) -> Callable[[Any], list[str]]:
     """Generated token ids -> texts with the processor's tokenizer (special tokens removed, stripped)."""
     tokenizer = getattr(processor, "tokenizer", processor)
     return lambda ids_bt: [t.strip() for t in tokenizer.batch_decode(ids_bt.cpu(), skip_special_tokens=True)]
+
+
+def generation_stop_ids(model: Any) -> tuple[int, ...]:
+    """The token ids greedy decoding stops on: ``model.generation_config.eos_token_id`` (an int or a
+    list; () when none). ``Capturer._generate`` decodes with these and fine-tuning ends every target
+    with one of them, so both read them here."""
+    config = getattr(model, "generation_config", None)
+    eos = getattr(config, "eos_token_id", None)
+    if eos is None:
+        return ()
+    return tuple(int(i) for i in eos) if isinstance(eos, (list, tuple)) else (int(eos),)

@@ -15,8 +15,8 @@ template's end-of-turn token where it has one, and a token generation stops on.
   (PaliGemma) it is the tokenizer's EOS, as PaliGemma's own processor appends to a training suffix.
 - **A stop token, always last**: the generated-answer P_final decodes greedily until the model
   emits one of its generation config's ``eos_token_id`` (an int or a list:
-  :func:`generation_stop_ids`, read as extraction's ``Capturer._generate`` passes it to
-  ``generate``). A target that ends in no such token teaches the answer's first tokens but never to
+  :func:`~layerprobe.extract.generation.generation_stop_ids`, the very ids extraction's
+  ``Capturer._generate`` passes to ``generate``). A target that ends in no such token teaches the answer's first tokens but never to
   stop: measured in the demo, tiny fine-tuned models answered ``Tumor`` then ran on for the whole
   token budget, and the decoded text (special tokens skipped) read ``Tumormunge...``, which names no
   candidate (generated P_final 0.50-0.58 where forced choice was 1.00). So when the end-of-turn
@@ -71,16 +71,6 @@ class AnswerFormat:
     generation unless ``end_of_turn`` is one (module docstring)."""
 
 
-def generation_stop_ids(model: Any) -> tuple[int, ...]:
-    """The token ids greedy generation stops on: ``model.generation_config.eos_token_id`` (an int or
-    a list), exactly what extraction's ``Capturer._generate`` passes to ``generate``; () when none."""
-    config = getattr(model, "generation_config", None)
-    eos = getattr(config, "eos_token_id", None)
-    if eos is None:
-        return ()
-    return tuple(int(i) for i in eos) if isinstance(eos, (list, tuple)) else (int(eos),)
-
-
 def end_of_turn_id(processor: Any) -> int | None:
     """The token that closes an assistant turn under the processor's chat template (module docstring)."""
     tokenizer = processor.tokenizer
@@ -115,7 +105,7 @@ def end_ids(eot: int | None, stop_ids: Sequence[int], eos: int | None) -> tuple[
 
 def answer_format(processor: Any, candidates: Sequence[str], stop_ids: Sequence[int] | None = None) -> AnswerFormat:
     """Target tokens of every class; errors as extraction's (an empty or shared first token).
-    ``stop_ids``: the ids generation stops on (:func:`generation_stop_ids` of the model); None = the
+    ``stop_ids``: the ids generation stops on (:func:`~layerprobe.extract.generation.generation_stop_ids`); None = the
     tokenizer's EOS."""
     first_ids = candidate_token_ids(processor, candidates)
     tokenizer = processor.tokenizer

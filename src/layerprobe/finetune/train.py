@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from layerprobe.extract.generation import generation_stop_ids
 from layerprobe.finetune import callbacks as cb
 from layerprobe.finetune.config import FinetuneConfig
-from layerprobe.finetune.examples import AnswerFormat, Collator, ImageSamples, answer_format, generation_stop_ids
+from layerprobe.finetune.examples import AnswerFormat, Collator, ImageSamples, answer_format
 from layerprobe.finetune.metrics import ForcedChoice
 from layerprobe.finetune.targets import TargetPlan, check_injection, plan_targets
 
