@@ -277,9 +277,9 @@ class _Buffers:
         self.layout, self.dtype = layout, dtype
         self.dw1 = torch.empty_like(params.w1)
         # fp32 with one variant: probe-major already is the GEMM layout; no copies needed
-        self.direct = dtype == params.w1.dtype and layout.n_variants == 1
-        self.w_gemm = None if self.direct else torch.empty(gemm_shape, dtype=dtype, device=params.w1.device)
-        self.dw_gemm = None if self.direct else torch.empty(gemm_shape, dtype=dtype, device=params.w1.device)
+        direct = dtype == params.w1.dtype and layout.n_variants == 1
+        self.w_gemm = None if direct else torch.empty(gemm_shape, dtype=dtype, device=params.w1.device)
+        self.dw_gemm = None if direct else torch.empty(gemm_shape, dtype=dtype, device=params.w1.device)
 
     def weights(self, params: _Params) -> tuple[torch.Tensor, torch.Tensor]:
         """``W [G, D, Q*H]`` and ``b [G, 1, Q*H]`` for the first-layer GEMM, in the matmul dtype."""
