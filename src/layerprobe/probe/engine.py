@@ -5,12 +5,16 @@ A group is G *streams* x Q *variants* = P probes (probe ``p = g * Q + q``). A st
 in lr, weight decay and dropout, so they share a stream's input batch.
 
 Layout and why
-- Parameters are probe-major (``w1 [P, D, H]``, ``b1 [P, 1, H]``, ``w2 [P, H, C]``, ``b2 [P, 1, C]``):
-  each probe's rows are contiguous, which the fused AdamW kernel needs to give probes their own lr.
-- The first layer runs as one GEMM per stream, ``x [B, D] @ W[g]`` with ``W [G, D, Q*H]`` (the Q
-  probes of stream g side by side); streams (layers, seeds) are the batch axis of one ``bmm``.
-  ``W`` is a per-step copy in the matmul dtype, made by the same pass that casts fp32 master
-  weights to bf16; in fp32 with one variant the master weights already have that layout (no copy).
+- Parameters are probe-major (``w1 [P, H, D]`` as ``nn.Linear`` stores it, ``b1 [P, 1, H]``,
+  ``w2 [P, H, C]``, ``b2 [P, 1, C]``): each probe's rows are contiguous, which the fused AdamW
+  kernel needs to give probes their own lr.
+- The first layer runs as one GEMM per stream, ``x [B, D] @ W[g]^T`` with ``W [G, Q*H, D]`` (the Q
+  probes of stream g stacked): a view of the probe-major ``w1`` for any Q. Streams (layers, seeds)
+  are the batch axis of one ``bmm``. In bf16 ``W`` is a per-step contiguous cast of the fp32 master
+  weights; in fp32 it is the master weights themselves.
+- Its weight gradient is computed transposed, ``da^T [G, Q*H, B] @ x [G, B, D]``: the output is
+  the probe-major gradient and the transposed operand is the small ``da``, not the batch
+  (``x^T @ da`` made the GEMM copy ``x`` first: 3.1 vs 2.1 ms for 8 x 256 x 4096 x 256 in bf16).
 - The second layers are one ``bmm`` over probes.
 - The loss is the sum of the probes' mean cross-entropies. Probes share no parameters, so each
   probe's gradient is exactly its own loss's gradient.
@@ -55,6 +59,9 @@ bf16 weight and gradient casts cost about what the smaller matmuls save (batch 4
 identical to the one-by-one reference (docs/LOG.md, "probe")."""
 PREDICT_ROWS = 4096
 """Rows per chunk when predicting, to bound activation memory on large evaluation sets."""
+GATHER_PER_LAYER_BYTES = 128 << 10
+"""A training batch is gathered layer by layer when one layer's rows hold at least this many bytes
+(else one gather per run of layers): see :meth:`_Runs.batch`."""
 
 
 class Stream(NamedTuple):
@@ -97,7 +104,7 @@ def matmul_dtype(device: torch.device | str, batch_size: int, requested: str = v
 class _Params(NamedTuple):
     """Probe-major fp32 master parameters (probe ``p = g * Q + q``)."""
 
-    w1: torch.Tensor  # [P, D, H]
+    w1: torch.Tensor  # [P, H, D]
     b1: torch.Tensor  # [P, 1, H]
     w2: torch.Tensor  # [P, H, C]
     b2: torch.Tensor  # [P, 1, C]
@@ -109,9 +116,8 @@ class _Layout(NamedTuple):
     hidden: int
 
     def gemm(self, t_prh: torch.Tensor) -> torch.Tensor:
-        """A probe-major ``[P, R, H]`` tensor seen in the first-layer GEMM's order ``[G, R, Q, H]`` (a
-        view). With one variant the two orders are one: the view is then contiguous, which torch
-        copies about 2.5x faster than the same data through a permuted view."""
+        """A probe-major ``[P, R, H]`` activation seen in the first-layer GEMM's output order
+        ``[G, R, Q, H]`` (a view; contiguous with one variant)."""
         g, q, h = self
         if q == 1:
             return t_prh.view(g, -1, 1, h)
@@ -178,7 +184,7 @@ def train_mlp_group(
 
 def _init_params(streams: Sequence[Stream], n_variants: int, hidden: int, d_in: int, n_classes: int, device: torch.device) -> _Params:
     n_probes = len(streams) * n_variants
-    w1 = torch.empty(n_probes, d_in, hidden)
+    w1 = torch.empty(n_probes, hidden, d_in)
     b1 = torch.empty(n_probes, 1, hidden)
     w2 = torch.empty(n_probes, hidden, n_classes)
     b2 = torch.empty(n_probes, 1, n_classes)
@@ -186,7 +192,7 @@ def _init_params(streams: Sequence[Stream], n_variants: int, hidden: int, d_in: 
     for g, stream in enumerate(streams):
         init = inits[stream.seed]
         rows = slice(g * n_variants, (g + 1) * n_variants)
-        w1[rows].copy_(init.w1_hd.t())
+        w1[rows].copy_(init.w1_hd)
         b1[rows, 0].copy_(init.b1_h)
         w2[rows].copy_(init.w2_ch.t())
         b2[rows, 0].copy_(init.b2_c)
@@ -210,10 +216,23 @@ class _Runs:
             else:
                 self.runs.append((u, stream.layer, 1))
 
-    def batch(self, x_lnd: torch.Tensor, rows_ub: torch.Tensor) -> torch.Tensor:
-        """``[G, B, D]``: each stream's batch rows of its layer."""
-        parts = [x_lnd[first : first + count].index_select(1, rows_ub[u]) for u, first, count in self.runs]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+    def batch(self, x_lnd: torch.Tensor, rows_ub: torch.Tensor, out_gbd: torch.Tensor) -> torch.Tensor:
+        """Each stream's batch rows of its layer, gathered into ``out_gbd`` ``[G, B, D]``.
+
+        Into a preallocated buffer: a fresh 16 MiB gather every step spent ~3/4 of its time on page
+        faults (5.2 vs 1.3 ms, 8 x 256 x 4096 bf16). Per layer when a layer's rows are large, which
+        is faster again (0.7 ms there); per run when they are small, where per-call costs dominate.
+        """
+        per_layer = out_gbd[0].numel() * out_gbd.element_size() >= GATHER_PER_LAYER_BYTES
+        g = 0
+        for u, first, count in self.runs:
+            if per_layer:
+                for k in range(count):
+                    torch.index_select(x_lnd[first + k], 0, rows_ub[u], out=out_gbd[g + k])
+            else:
+                torch.index_select(x_lnd[first : first + count], 1, rows_ub[u], out=out_gbd[g : g + count])
+            g += count
+        return out_gbd
 
     def spans(self) -> list[tuple[int, int, int]]:
         """(first stream, first layer, n streams) per run."""
@@ -252,6 +271,7 @@ class _Sampler:
         self.generators = [dropout_generator(s, device) for s in self.seeds]
         self.weight_n = None if class_weight is None else class_weight.to(device)[features.y_train]
         self.runs = _Runs(streams, self.seeds)
+        self._x_buffers: dict[int, torch.Tensor] = {}
 
     def per_stream(self, t_u: torch.Tensor) -> torch.Tensor:
         """A per-seed tensor ``[U, ...]`` as per-stream ``[G, ...]`` (a broadcast view for one seed)."""
@@ -263,42 +283,35 @@ class _Sampler:
         u_ubh = torch.stack([torch.rand(rows_ub.shape[1], self.hidden, generator=g, device=device) for g in self.generators])
         keep_ubqh = torch.where(u_ubh[:, :, None, :] >= self.dropout.threshold_q1, self.dropout.scale_q1, 0.0)
         weight = None if self.weight_n is None else self.per_stream(self.weight_n[rows_ub])
-        x_gbd = self.runs.batch(self.features.train, rows_ub)
+        n_rows = rows_ub.shape[1]
+        if n_rows not in self._x_buffers:  # the full batch, and the epoch's last one if smaller
+            x = self.features.train
+            self._x_buffers[n_rows] = torch.empty(self.n_streams, n_rows, x.shape[2], dtype=x.dtype, device=x.device)
+        x_gbd = self.runs.batch(self.features.train, rows_ub, self._x_buffers[n_rows])
         return _Batch(x_gbd, self.per_stream(self.features.y_train[rows_ub]), weight, self.per_stream(keep_ubqh))
 
 
 class _Buffers:
-    """Preallocated per-step tensors: the first layer's GEMM-layout weights and gradient in the
-    matmul dtype, and the probe-major fp32 gradient the optimizer reads."""
+    """Preallocated per-step tensors: the first layer's weights and weight gradient in the matmul
+    dtype (bf16 only; in fp32 the GEMMs use the master weights and the optimizer's gradient)."""
 
     def __init__(self, params: _Params, layout: _Layout, dtype: torch.dtype) -> None:
-        n_probes, d_in, hidden = params.w1.shape
-        gemm_shape = (layout.n_streams, d_in, layout.n_variants * hidden)
-        self.layout, self.dtype = layout, dtype
+        self.n_streams, self.dtype = layout.n_streams, dtype
         self.dw1 = torch.empty_like(params.w1)
-        # fp32 with one variant: probe-major already is the GEMM layout; no copies needed
-        direct = dtype == params.w1.dtype and layout.n_variants == 1
-        self.w_gemm = None if direct else torch.empty(gemm_shape, dtype=dtype, device=params.w1.device)
-        self.dw_gemm = None if direct else torch.empty(gemm_shape, dtype=dtype, device=params.w1.device)
+        cast = dtype != params.w1.dtype
+        self.w_cast = torch.empty_like(params.w1, dtype=dtype) if cast else None
+        self.dw_cast = torch.empty_like(params.w1, dtype=dtype) if cast else None
 
     def weights(self, params: _Params) -> tuple[torch.Tensor, torch.Tensor]:
-        """``W [G, D, Q*H]`` and ``b [G, 1, Q*H]`` for the first-layer GEMM, in the matmul dtype."""
-        g = self.layout.n_streams
-        b1 = params.b1.view(g, 1, -1).to(self.dtype)
-        if self.w_gemm is None:
-            return params.w1.view(g, *params.w1.shape[1:]), b1
-        self.w_gemm.view(g, params.w1.shape[1], self.layout.n_variants, -1).copy_(self.layout.gemm(params.w1))
-        return self.w_gemm, b1
+        """``W [G, Q*H, D]`` and ``b [G, 1, Q*H]`` for the first-layer GEMM, in the matmul dtype."""
+        w = params.w1 if self.w_cast is None else self.w_cast.copy_(params.w1)
+        return w.view(self.n_streams, -1, w.shape[2]), params.b1.view(self.n_streams, 1, -1).to(self.dtype)
 
-    def grad_w1(self, x_gdb: torch.Tensor, da_gbk: torch.Tensor) -> torch.Tensor:
-        """The probe-major fp32 first-layer gradient ``x^T @ da``."""
-        if self.dw_gemm is None:
-            torch.bmm(x_gdb, da_gbk, out=self.dw1.view(self.layout.n_streams, *self.dw1.shape[1:]))
-            return self.dw1
-        torch.bmm(x_gdb, da_gbk, out=self.dw_gemm)
-        target = self.layout.gemm(self.dw1)
-        target.copy_(self.dw_gemm.view(target.shape))
-        return self.dw1
+    def grad_w1(self, da_gkb: torch.Tensor, x_gbd: torch.Tensor) -> torch.Tensor:
+        """The probe-major fp32 first-layer gradient ``da^T @ x`` (``da_gkb`` is ``da^T``)."""
+        out = self.dw1 if self.dw_cast is None else self.dw_cast
+        torch.bmm(da_gkb, x_gbd, out=out.view(self.n_streams, -1, out.shape[2]))
+        return out if self.dw_cast is None else self.dw1.copy_(self.dw_cast)
 
 
 def _gradients(batch: _Batch, dropout: _Dropout, params: _Params, layout: _Layout, buffers: _Buffers) -> list[torch.Tensor]:
@@ -307,8 +320,8 @@ def _gradients(batch: _Batch, dropout: _Dropout, params: _Params, layout: _Layou
     n_probes = n_streams * n_variants
     x_gbd, y_gb, weight_gb, keep_gbqh = batch
     n_rows = x_gbd.shape[1]
-    w_gdk, b_g1k = buffers.weights(params)
-    a_gbk = torch.baddbmm(b_g1k, x_gbd, w_gdk)
+    w_gkd, b_g1k = buffers.weights(params)
+    a_gbk = torch.baddbmm(b_g1k, x_gbd, w_gkd.transpose(1, 2))
     h_pbh = torch.empty(n_probes, n_rows, hidden, device=x_gbd.device)
     torch.mul(a_gbk.view(n_streams, n_rows, n_variants, hidden), keep_gbqh, out=layout.gemm(h_pbh))
     h_pbh.clamp_min_(0)  # keep >= 0, so relu(a) * keep == relu(a * keep)
@@ -322,11 +335,11 @@ def _gradients(batch: _Batch, dropout: _Dropout, params: _Params, layout: _Layou
         dlogits_pbc.mul_((weight_gb / weight_gb.sum(dim=1, keepdim=True)).repeat_interleave(n_variants, dim=0)[:, :, None])
     dw2 = torch.bmm(h_pbh.transpose(1, 2), dlogits_pbc)
     db2 = dlogits_pbc.sum(dim=1, keepdim=True)
-    dh_pbh = torch.bmm(dlogits_pbc, (w2 * dropout.scale_p11).transpose(1, 2))
-    da_gbk = torch.empty(n_streams, n_rows, n_variants * hidden, dtype=buffers.dtype, device=x_gbd.device)
-    torch.mul(layout.gemm(dh_pbh), layout.gemm(h_pbh) > 0, out=da_gbk.view(n_streams, n_rows, n_variants, hidden))
-    db1 = da_gbk.sum(dim=1, dtype=torch.float32).view(n_probes, 1, hidden)
-    dw1 = buffers.grad_w1(x_gbd.transpose(1, 2), da_gbk)
+    dh_phb = torch.bmm(w2 * dropout.scale_p11, dlogits_pbc.transpose(1, 2))
+    da_phb = torch.empty(n_probes, hidden, n_rows, dtype=buffers.dtype, device=x_gbd.device)
+    torch.mul(dh_phb, h_pbh.transpose(1, 2) > 0, out=da_phb)
+    db1 = da_phb.sum(dim=2, dtype=torch.float32).view(n_probes, 1, hidden)
+    dw1 = buffers.grad_w1(da_phb.view(n_streams, n_variants * hidden, n_rows), x_gbd)
     return [dw1, db1, dw2, db2]
 
 
@@ -334,12 +347,12 @@ def _predict(x_lnd: torch.Tensor, runs: _Runs, params: _Params, layout: _Layout)
     """Logits ``[P, n, C]`` in evaluation mode (no dropout), in row chunks, reading the features in place."""
     n_streams, n_variants, hidden = layout
     n_probes = n_streams * n_variants
-    w1c = layout.gemm(params.w1).to(x_lnd.dtype).reshape(n_streams, params.w1.shape[1], n_variants * hidden)
+    w1c_kd = params.w1.to(x_lnd.dtype).view(n_streams, n_variants * hidden, -1).transpose(1, 2)
     b1 = params.b1.view(n_streams, 1, n_variants * hidden)
     w2, b2 = params.w2, params.b2
     out = []
     for lo in range(0, x_lnd.shape[1], PREDICT_ROWS):
-        h_gnk = torch.cat([torch.bmm(x_lnd[first : first + count, lo : lo + PREDICT_ROWS], w1c[g : g + count]) for g, first, count in runs.spans()])
+        h_gnk = torch.cat([torch.bmm(x_lnd[first : first + count, lo : lo + PREDICT_ROWS], w1c_kd[g : g + count]) for g, first, count in runs.spans()])
         n = h_gnk.shape[1]
         h = h_gnk.float().add_(b1).clamp_min_(0)
         h_pnh = h.view(n_streams, n, n_variants, hidden).permute(0, 2, 1, 3).reshape(n_probes, n, hidden)
@@ -359,13 +372,13 @@ def _mean_ce(logits_pnc: torch.Tensor, y_n: torch.Tensor, class_weight: torch.Te
 
 
 def _train_flops(params: _Params, batch: int) -> float:
-    n_probes, d_in, hidden = params.w1.shape
+    n_probes, hidden, d_in = params.w1.shape
     n_classes = params.w2.shape[2]
     return 4.0 * n_probes * batch * d_in * hidden + 6.0 * n_probes * batch * hidden * n_classes
 
 
 def _predict_flops(params: _Params, rows: int) -> float:
-    n_probes, d_in, hidden = params.w1.shape
+    n_probes, hidden, d_in = params.w1.shape
     n_classes = params.w2.shape[2]
     return 2.0 * n_probes * rows * d_in * hidden + 2.0 * n_probes * rows * hidden * n_classes
 

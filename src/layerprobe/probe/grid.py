@@ -9,9 +9,9 @@ Grouping (why the sizes are what they are)
 - Slab groups: consecutive layers of one site read with one ``read_slabs`` call, as many as fit
   half of ``max_memory`` (the slab, its standardised copy and a bf16 copy). Each slab is read once.
 - MLP groups: streams (layer x seed) of one slab group trained together, as many as fit the other
-  half of ``max_memory``. On a CPU, recipes with memory-bound (small) batches are further capped so
-  the group's weights and AdamW moments fit in half the last-level cache: a step then streams them
-  from cache instead of DRAM, which is several times faster (docs/LOG.md, "probe").
+  half of ``max_memory``. On a CPU they are further capped so the state every step reads and
+  writes (weights, gradient, AdamW moments, bf16 casts) fits :func:`cpu_working_set_bytes`: a step
+  is bound by that traffic (the matmuls are small), and it streams from cache instead of DRAM.
 - Linear groups: layers fitted together, capped the same way by the cache (each L-BFGS iteration
   reads the training features twice).
 """
@@ -29,9 +29,16 @@ import numpy as np
 
 from layerprobe import vocab
 from layerprobe.errors import LayerprobeError, ProbeError
+from layerprobe.hardware import last_level_cache_bytes
 from layerprobe.probe.config import ProbeSpec, SweepConfig
-from layerprobe.probe.engine import BF16_MIN_BATCH
 from layerprobe.probe.splits import Split, make_splits
+
+CPU_WORKING_SET_BYTES = 48 << 20
+"""Upper bound of one CPU group's per-step probe state (weights, gradient, moments, casts).
+Measured on a 2-vCPU VM whose sysfs reports a 480 MiB L3 (shared with the host's other tenants):
+per-probe step time was lowest at 32-64 MiB of state for widths 256-4096, fast and paper presets,
+and 25-40% higher with groups sized by memory alone (D=4096, batch 59: 1.62 ms at 2 probes, 2.32 ms at
+8; docs/LOG.md, "sixth session"). A sweep's ``group_probes`` overrides the resulting group size."""
 
 if TYPE_CHECKING:
     from layerprobe.store import RunMeta
@@ -156,19 +163,32 @@ def layer_chunks(layers: Sequence[int], bytes_per_layer: int, budget: int) -> li
 
 def mlp_probe_bytes(spec: ProbeSpec, d_in: int, n_eval_rows: int, low_precision: bool) -> int:
     """Memory one MLP probe needs while its group trains (weights, grads, moments, copies, activations)."""
-    per_weight = 16 + (4 if spec.restore_best else 0) + (4 if low_precision else 0)
     activations = 4 * spec.hidden * (6 * spec.batch_size + 3 * min(n_eval_rows, 4096))
-    return per_weight * (d_in + 1) * spec.hidden + activations
+    return _weight_bytes(spec, d_in, low_precision) + activations
+
+
+def _weight_bytes(spec: ProbeSpec, d_in: int, low_precision: bool) -> int:
+    """What every training step of one probe reads and writes: fp32 weights, gradient and the two
+    moments (16 B a weight), the best-state snapshot, the bf16 weight and gradient casts."""
+    per_weight = 16 + (4 if spec.restore_best else 0) + (4 if low_precision else 0)
+    return per_weight * (d_in + 1) * spec.hidden
+
+
+def cpu_working_set_bytes() -> int:
+    """The most bytes of per-step probe state one CPU group should touch: half the last-level
+    cache, and at most :data:`CPU_WORKING_SET_BYTES`."""
+    return min(last_level_cache_bytes() // 2, CPU_WORKING_SET_BYTES)
 
 
 def streams_per_group(spec: ProbeSpec, n_variants: int, d_in: int, n_eval_rows: int, *, budget: int,
                       low_precision: bool, cache_bytes: int | None, cap: int | None) -> int:  # fmt: skip
-    """How many streams (each ``n_variants`` probes) train together."""
+    """How many streams (each ``n_variants`` probes) train together: as many as fit ``budget``
+    bytes of memory and, on a CPU, whose per-step state fits ``cache_bytes``
+    (:func:`cpu_working_set_bytes`; None on GPUs), then at most ``cap`` probes."""
     per_stream = n_variants * mlp_probe_bytes(spec, d_in, n_eval_rows, low_precision)
     count = max(1, budget // per_stream)
-    if cache_bytes is not None and spec.batch_size < BF16_MIN_BATCH:
-        optimizer_state = n_variants * 16 * (d_in + 1) * spec.hidden
-        count = min(count, max(1, (cache_bytes // 2) // optimizer_state))
+    if cache_bytes is not None:
+        count = min(count, max(1, cache_bytes // (n_variants * _weight_bytes(spec, d_in, low_precision))))
     if cap is not None:
         count = min(count, max(1, cap // n_variants))
     return count

@@ -1,0 +1,61 @@
+"""MLP groups on a CPU are sized so their per-step state stays in cache, whatever the batch size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from layerprobe import vocab
+from layerprobe.probe import engine, grid, sweep
+from layerprobe.probe.config import PRESETS, SweepConfig
+from layerprobe.probe.sweep import sweep_stores
+from layerprobe.testing.stores import synthetic_store
+
+MIB = 1 << 20
+
+
+def test_the_working_set_is_half_the_cache_at_most_the_cap(monkeypatch) -> None:
+    monkeypatch.setattr(grid, "last_level_cache_bytes", lambda: 32 * MIB)
+    assert grid.cpu_working_set_bytes() == 16 * MIB
+    monkeypatch.setattr(grid, "last_level_cache_bytes", lambda: 480 * MIB)
+    assert grid.cpu_working_set_bytes() == grid.CPU_WORKING_SET_BYTES
+
+
+@pytest.mark.parametrize("preset", ["fast", "paper"])
+def test_a_cpu_group_holds_as_many_probes_as_fit_the_working_set(preset: str) -> None:
+    spec = PRESETS[preset]
+    # one 4096-wide probe: (4096 + 1) x 256 weights x (16 B fp32 state + 4 B bf16 casts) = 20 MiB
+    memory_only = grid.streams_per_group(spec, 1, 4096, 200, budget=8 << 30, low_precision=True, cache_bytes=None, cap=None)
+    cached = grid.streams_per_group(spec, 1, 4096, 200, budget=8 << 30, low_precision=True, cache_bytes=48 * MIB, cap=None)
+    assert memory_only > 10
+    assert cached == 2
+    fp32 = grid.streams_per_group(spec, 1, 4096, 200, budget=8 << 30, low_precision=False, cache_bytes=48 * MIB, cap=None)
+    assert fp32 == 2  # 16 B x (4096 + 1) x 256 is just over 16 MiB: 3 probes do not fit 48 MiB
+    assert grid.streams_per_group(spec, 4, 4096, 200, budget=8 << 30, low_precision=True, cache_bytes=48 * MIB, cap=None) == 1
+    assert grid.streams_per_group(spec, 1, 256, 200, budget=8 << 30, low_precision=True, cache_bytes=48 * MIB, cap=None) == 38
+
+
+def test_a_sweep_trains_in_groups_that_fit_and_the_results_do_not_depend_on_them(monkeypatch) -> None:
+    store = synthetic_store(120, 64, {"llm/image_mean": 6})
+    cfg = SweepConfig(stores=(Path("mem.zarr"),), preset="fast", kinds=(vocab.MLP,), seeds=(0, 1), progress=False, threads=1)
+    sizes: list[int] = []
+    real = engine.train_mlp_group
+
+    def spy(features, streams, variants, **kw):  # type: ignore[no-untyped-def]
+        sizes.append(len(streams))
+        return real(features, streams, variants, **kw)
+
+    monkeypatch.setattr(sweep, "train_mlp_group", spy)
+    one_probe = (64 + 1) * 256 * 16  # fp32 state of one probe (64 features: fp32 matmuls)
+    monkeypatch.setattr(sweep, "cpu_working_set_bytes", lambda: 3 * one_probe)
+    small = sweep_stores(cfg, [store])
+    assert sizes and max(sizes) == 3 and sum(sizes) == 12
+    sizes.clear()
+    monkeypatch.setattr(sweep, "cpu_working_set_bytes", lambda: 1 << 40)
+    large = sweep_stores(cfg, [store])
+    assert max(sizes) == 12
+    cols = ["layer", "seed", *vocab.METRIC_COLUMNS]
+    keep = pl.col("kind") == vocab.MLP
+    assert small.filter(keep).sort(["layer", "seed"]).select(cols).equals(large.filter(keep).sort(["layer", "seed"]).select(cols))
