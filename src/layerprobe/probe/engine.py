@@ -8,13 +8,13 @@ Layout and why
 - Parameters are probe-major (``w1 [P, H, D]`` as ``nn.Linear`` stores it, ``b1 [P, 1, H]``,
   ``w2 [P, H, C]``, ``b2 [P, 1, C]``): each probe's rows are contiguous, which the fused AdamW
   kernel needs to give probes their own lr.
-- The first layer runs as one GEMM per stream, ``x [B, D] @ W[g]^T`` with ``W [G, Q*H, D]`` (the Q
-  probes of stream g stacked): a view of the probe-major ``w1`` for any Q. Streams (layers, seeds)
-  are the batch axis of one ``bmm``. In bf16 ``W`` is a per-step contiguous cast of the fp32 master
-  weights; in fp32 it is the master weights themselves.
-- Its weight gradient is computed transposed, ``da^T [G, Q*H, B] @ x [G, B, D]``: the output is
-  the probe-major gradient and the transposed operand is the small ``da``, not the batch
-  (``x^T @ da`` made the GEMM copy ``x`` first: 3.1 vs 2.1 ms for 8 x 256 x 4096 x 256 in bf16).
+- The first layer runs as one GEMM per stream, ``W[g] @ x^T`` with ``W [G, Q*H, D]`` (the Q probes
+  of stream g stacked, a view of the probe-major ``w1`` for any Q) and ``x [G, B, D]``; streams
+  (layers, seeds) are the batch axis of one ``bmm``. In bf16 ``W`` is a per-step contiguous cast of
+  the fp32 master weights; in fp32 it is the master weights themselves.
+- Hidden activations are transposed, ``[P, H, B]``, so the weight gradient ``da [G, Q*H, B] @ x``
+  lands probe-major with no transposed batch operand (``x^T @ da`` made the GEMM copy ``x`` first:
+  3.1 vs 2.1 ms for 8 x 256 x 4096 x 256 in bf16).
 - The second layers are one ``bmm`` over probes.
 - The loss is the sum of the probes' mean cross-entropies. Probes share no parameters, so each
   probe's gradient is exactly its own loss's gradient.
@@ -115,14 +115,6 @@ class _Layout(NamedTuple):
     n_variants: int
     hidden: int
 
-    def gemm(self, t_prh: torch.Tensor) -> torch.Tensor:
-        """A probe-major ``[P, R, H]`` activation seen in the first-layer GEMM's output order
-        ``[G, R, Q, H]`` (a view; contiguous with one variant)."""
-        g, q, h = self
-        if q == 1:
-            return t_prh.view(g, -1, 1, h)
-        return t_prh.view(g, q, -1, h).permute(0, 2, 1, 3)
-
 
 def train_mlp_group(
     features: Features,
@@ -151,7 +143,7 @@ def train_mlp_group(
     wd_p = torch.tensor([v.weight_decay for v in variants], dtype=torch.float32).repeat(layout.n_streams)
     opt = BatchedAdamW(params, lr_p, wd_p, beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps, allow_fused=allow_fused)
     drop_q = torch.tensor([v.dropout for v in variants], dtype=torch.float32, device=device)
-    dropout = _Dropout(drop_q[:, None], 1 / (1 - drop_q[:, None]), (1 / (1 - drop_q)).repeat(layout.n_streams).view(n_probes, 1, 1))
+    dropout = _Dropout(drop_q.view(-1, 1, 1), 1 / (1 - drop_q.view(-1, 1, 1)), (1 / (1 - drop_q)).repeat(layout.n_streams).view(n_probes, 1, 1))
     sampler = _Sampler(features, streams, spec, class_weight, dropout)
     total = spec.epochs * sampler.steps_per_epoch
     n_warmup = warmup_steps(total, spec.warmup_frac)
@@ -244,8 +236,8 @@ class _Runs:
 
 
 class _Dropout(NamedTuple):
-    threshold_q1: torch.Tensor  # [Q, 1]: a unit is kept where u >= p
-    scale_q1: torch.Tensor  # [Q, 1]: 1 / (1 - p), inverted dropout
+    threshold_q11: torch.Tensor  # [Q, 1, 1]: a unit is kept where u >= p
+    scale_q11: torch.Tensor  # [Q, 1, 1]: 1 / (1 - p), inverted dropout
     scale_p11: torch.Tensor  # [P, 1, 1]: the same per probe
 
 
@@ -253,7 +245,7 @@ class _Batch(NamedTuple):
     x_gbd: torch.Tensor  # inputs per stream, matmul dtype
     y_gb: torch.Tensor  # labels
     weight_gb: torch.Tensor | None  # per-sample loss weights (class weighting), or None
-    keep_gbqh: torch.Tensor  # dropout: 0 where dropped, else 1 / (1 - p), per variant
+    keep_gqhb: torch.Tensor  # dropout: 0 where dropped, else 1 / (1 - p), per variant
 
 
 class _Sampler:
@@ -281,14 +273,14 @@ class _Sampler:
         rows_ub = self.orders_uen[:, epoch, step * self.batch_size : (step + 1) * self.batch_size]
         device = rows_ub.device
         u_ubh = torch.stack([torch.rand(rows_ub.shape[1], self.hidden, generator=g, device=device) for g in self.generators])
-        keep_ubqh = torch.where(u_ubh[:, :, None, :] >= self.dropout.threshold_q1, self.dropout.scale_q1, 0.0)
+        keep_uqhb = torch.where(u_ubh.transpose(1, 2)[:, None] >= self.dropout.threshold_q11, self.dropout.scale_q11, 0.0)
         weight = None if self.weight_n is None else self.per_stream(self.weight_n[rows_ub])
         n_rows = rows_ub.shape[1]
         if n_rows not in self._x_buffers:  # the full batch, and the epoch's last one if smaller
             x = self.features.train
             self._x_buffers[n_rows] = torch.empty(self.n_streams, n_rows, x.shape[2], dtype=x.dtype, device=x.device)
         x_gbd = self.runs.batch(self.features.train, rows_ub, self._x_buffers[n_rows])
-        return _Batch(x_gbd, self.per_stream(self.features.y_train[rows_ub]), weight, self.per_stream(keep_ubqh))
+        return _Batch(x_gbd, self.per_stream(self.features.y_train[rows_ub]), weight, self.per_stream(keep_uqhb))
 
 
 class _Buffers:
@@ -303,43 +295,47 @@ class _Buffers:
         self.dw_cast = torch.empty_like(params.w1, dtype=dtype) if cast else None
 
     def weights(self, params: _Params) -> tuple[torch.Tensor, torch.Tensor]:
-        """``W [G, Q*H, D]`` and ``b [G, 1, Q*H]`` for the first-layer GEMM, in the matmul dtype."""
+        """``W [G, Q*H, D]`` and ``b [G, Q*H, 1]`` for the first-layer GEMM, in the matmul dtype."""
         w = params.w1 if self.w_cast is None else self.w_cast.copy_(params.w1)
-        return w.view(self.n_streams, -1, w.shape[2]), params.b1.view(self.n_streams, 1, -1).to(self.dtype)
+        return w.view(self.n_streams, -1, w.shape[2]), params.b1.view(self.n_streams, -1, 1).to(self.dtype)
 
     def grad_w1(self, da_gkb: torch.Tensor, x_gbd: torch.Tensor) -> torch.Tensor:
-        """The probe-major fp32 first-layer gradient ``da^T @ x`` (``da_gkb`` is ``da^T``)."""
+        """The probe-major fp32 first-layer gradient ``da @ x`` (``da_gkb`` in the matmul dtype)."""
         out = self.dw1 if self.dw_cast is None else self.dw_cast
         torch.bmm(da_gkb, x_gbd, out=out.view(self.n_streams, -1, out.shape[2]))
         return out if self.dw_cast is None else self.dw1.copy_(self.dw_cast)
 
 
 def _gradients(batch: _Batch, dropout: _Dropout, params: _Params, layout: _Layout, buffers: _Buffers) -> list[torch.Tensor]:
-    """Per-probe gradients of the summed mean cross-entropies on one batch (training mode)."""
+    """Per-probe gradients of the summed mean cross-entropies on one batch (training mode).
+
+    Hidden activations are kept transposed, ``[P, H, B]``: the first layer is ``W @ x^T``, so its
+    weight gradient ``da @ x`` and the second layer's ``h @ dlogits`` read contiguous operands.
+    """
     n_streams, n_variants, hidden = layout
     n_probes = n_streams * n_variants
-    x_gbd, y_gb, weight_gb, keep_gbqh = batch
+    x_gbd, y_gb, weight_gb, keep_gqhb = batch
     n_rows = x_gbd.shape[1]
-    w_gkd, b_g1k = buffers.weights(params)
-    a_gbk = torch.baddbmm(b_g1k, x_gbd, w_gkd.transpose(1, 2))
-    h_pbh = torch.empty(n_probes, n_rows, hidden, device=x_gbd.device)
-    torch.mul(a_gbk.view(n_streams, n_rows, n_variants, hidden), keep_gbqh, out=layout.gemm(h_pbh))
-    h_pbh.clamp_min_(0)  # keep >= 0, so relu(a) * keep == relu(a * keep)
+    w_gkd, b_gk1 = buffers.weights(params)
+    a_gkb = torch.baddbmm(b_gk1, w_gkd, x_gbd.transpose(1, 2))
+    h_phb = torch.empty(n_probes, hidden, n_rows, device=x_gbd.device)
+    torch.mul(a_gkb.view(n_streams, n_variants, hidden, n_rows), keep_gqhb, out=h_phb.view(n_streams, n_variants, hidden, n_rows))
+    h_phb.clamp_min_(0)  # keep >= 0, so relu(a) * keep == relu(a * keep)
     w2, b2 = params.w2, params.b2
-    dlogits_pbc = torch.softmax(torch.baddbmm(b2, h_pbh, w2), dim=-1)
+    dlogits_pbc = torch.softmax(torch.baddbmm(b2, h_phb.transpose(1, 2), w2), dim=-1)
     y_pb = y_gb.repeat_interleave(n_variants, dim=0)
     dlogits_pbc.scatter_add_(2, y_pb[:, :, None], torch.full_like(dlogits_pbc[:, :, :1], -1.0))
     if weight_gb is None:
         dlogits_pbc.mul_(1.0 / n_rows)
     else:
         dlogits_pbc.mul_((weight_gb / weight_gb.sum(dim=1, keepdim=True)).repeat_interleave(n_variants, dim=0)[:, :, None])
-    dw2 = torch.bmm(h_pbh.transpose(1, 2), dlogits_pbc)
+    dw2 = torch.bmm(h_phb, dlogits_pbc)
     db2 = dlogits_pbc.sum(dim=1, keepdim=True)
     dh_phb = torch.bmm(w2 * dropout.scale_p11, dlogits_pbc.transpose(1, 2))
-    da_phb = torch.empty(n_probes, hidden, n_rows, dtype=buffers.dtype, device=x_gbd.device)
-    torch.mul(dh_phb, h_pbh.transpose(1, 2) > 0, out=da_phb)
-    db1 = da_phb.sum(dim=2, dtype=torch.float32).view(n_probes, 1, hidden)
-    dw1 = buffers.grad_w1(da_phb.view(n_streams, n_variants * hidden, n_rows), x_gbd)
+    # ReLU's own backward kernel: ~3x faster than multiplying by a (h > 0) mask into bf16
+    da_phb = torch.ops.aten.threshold_backward(dh_phb, h_phb, 0.0)
+    db1 = da_phb.sum(dim=2).view(n_probes, 1, hidden)
+    dw1 = buffers.grad_w1(da_phb.to(buffers.dtype).view(n_streams, n_variants * hidden, n_rows), x_gbd)
     return [dw1, db1, dw2, db2]
 
 
