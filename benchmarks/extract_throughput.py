@@ -30,8 +30,9 @@ its own subprocess so their peak resident memory is separate:
 Timed: from creating the loader to the last result written, with the model loaded and after an
 untimed warm-up that runs the mode's own path once on one batch (kernel selection, lazy imports,
 a first store), so constant start-up costs do not swamp a short run. Bytes per sample: the store folder, or the naive
-files, over the number of samples (floor writes nothing). Peak RSS: ``ru_maxrss`` of the mode's
-process (model included) and, separately, of its loader workers.
+files, over the number of samples (floor writes nothing). Peak RSS: ``VmHWM`` of the mode's
+process (model included) and, separately, ``ru_maxrss`` of its loader workers (forked: the
+parent's pages they share count).
 
 ``--dtype`` (default ``auto``, resolved as ``layerprobe extract`` does: ``layerprobe.hardware``)
 sets the dtype of ``full`` and ``naive``. Where the device has no native bf16 and ``auto`` is not
@@ -173,7 +174,7 @@ def _child(args: argparse.Namespace) -> dict:
         "seconds": seconds,
         "cpu_s_per_image": cpu_seconds / manifest.n_samples,
         "bytes_per_sample": n_bytes / manifest.n_samples,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": _peak_rss_mib(),
         "worker_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }
 
@@ -186,6 +187,12 @@ def _sample_rows(h, i: int, inputs: dict):
         return h[start : start + lengths[i]]
     per_image = h.shape[0] // len(inputs["input_ids"])
     return h[i * per_image : (i + 1) * per_image]
+
+
+def _peak_rss_mib() -> float:
+    from _pairs import peak_rss_mib
+
+    return peak_rss_mib()
 
 
 def _cpu_seconds() -> float:

@@ -16,11 +16,11 @@ Timed: wall time per optimizer step (data loading and collation included), the f
 ``--warmup`` steps left out; finetune's per-step times come from its own step table (the
 ``samples_per_second`` its StepTiming callback records), the floor's from ``perf_counter`` around
 the same span. No checkpoint falls inside the timed steps (``save_steps`` past the end).
-Peak memory: ``ru_maxrss`` (CPU) or ``torch.cuda.max_memory_allocated`` (CUDA) when training ends,
+Peak memory: ``VmHWM`` (CPU; ``_pairs.peak_rss_mib``) or ``torch.cuda.max_memory_allocated`` (CUDA) when training ends,
 each mode in its own process. Both children import the same modules before that moment, but for
 what the finetune command itself needs (the ``Trainer`` and what it imports): the benchmark's own
 bookkeeping (polars, to read finetune's step table) is imported after the peak is taken. Measured
-on the CPU: importing polars raises ``ru_maxrss`` by 22 MiB, about the 0.5% that the finetune
+on the CPU: importing polars raises the peak RSS by 22 MiB, about the 0.5% that the finetune
 child's peak exceeded the floor's while it imported polars before training; the ``Trainer``'s
 imports add about 1 MiB, which is real and stays in. The top-level modules only one child has
 loaded at its peak are printed, so any other asymmetry shows. Modes run in interleaved pairs
@@ -46,7 +46,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -106,7 +105,9 @@ def _peak_mib(device) -> float:
 
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from _pairs import peak_rss_mib
+
+    return peak_rss_mib()
 
 
 def _top_modules() -> list[str]:

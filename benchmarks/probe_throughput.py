@@ -45,7 +45,6 @@ import itertools
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -57,7 +56,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from _pairs import copy_gbps, gemm_gflops, pair_ratios, run_rounds, spread, timed
+from _pairs import copy_gbps, gemm_gflops, pair_ratios, peak_rss_mib, run_rounds, spread, timed
 from layerprobe import vocab
 from layerprobe.hardware import cpu_bf16_features, free_cores, last_level_cache_bytes
 from layerprobe.probe.config import PRESETS, SweepConfig
@@ -378,7 +377,7 @@ def thousands_child(args: argparse.Namespace) -> dict:
 
     n, d = args.thousands_samples, args.thousands_hidden
     store = synthetic_store(n, d, {"vision/mean": 30, "llm/image_mean": 30, "llm/final_token": 30})
-    rss_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_data = peak_rss_mib()
     lrs = tuple(float(f"{1e-3 * 2 ** (k / 2 - 2):.3g}") for k in range(8))
     cfg = _sweep_cfg(args, preset="fast", kinds=(vocab.MLP,), seeds=(0, 1, 2), lrs=lrs, max_memory=parse_memory(args.max_memory), threads=args.threads)
     start = time.perf_counter()
@@ -401,7 +400,7 @@ def thousands_child(args: argparse.Namespace) -> dict:
     big_wall = time.perf_counter() - start
     return {"probes": rows.height, "wall": wall, "paper_probes": paper.height, "paper_wall": paper_wall, "n_train": n_train,
             "big_probes": big_frame.height, "big_wall": big_wall, "big_n_train": int(big_frame.get_column("n_train")[0]),
-            "width": d, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "data_rss_mib": rss_data,
+            "width": d, "peak_rss_mib": peak_rss_mib(), "data_rss_mib": rss_data,
             "failed": int((rows.get_column("status") != vocab.STATUS_OK).sum()),
             "cuda_peak_mib": torch.cuda.max_memory_allocated() / (1 << 20) if torch.cuda.is_initialized() else None}  # fmt: skip
 
