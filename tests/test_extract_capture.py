@@ -255,3 +255,24 @@ def test_capture_on_cuda_matches_cpu(family, tiny_checkpoint, tiny_images):
         assert on_gpu.acts[site].device.type == "cuda"
         assert (on_gpu.acts[site].cpu() - acts).abs().max() <= 1e-4 * max(1.0, acts.abs().max().item()), site
     assert (on_gpu.answer_logits.cpu() - on_cpu.answer_logits).abs().max() <= 1e-3
+
+
+def test_warm_up_runs_one_forward_per_model_and_process(loaded, monkeypatch) -> None:
+    from PIL import Image
+
+    from layerprobe.extract import capture
+
+    lm = loaded("llava")
+    calls: list[int] = []
+    real = Capturer.run
+    monkeypatch.setattr(Capturer, "run", lambda self, inputs, **kw: calls.append(1) or real(self, inputs, **kw))
+    monkeypatch.setattr(capture, "_WARM_MODELS", type(capture._WARM_MODELS)())
+    adapter = get_adapter(lm)
+    prompt = render_prompt(lm.processor, "Is the finding benign?", plain_prompt=adapter.plain_prompt)
+    batch = encode_batch(lm.processor, [Image.new("RGB", (32, 32), (120, 60, 30))], prompt)
+    first, second = (Capturer(lm, adapter, candidate_token_ids(lm.processor, ["yes", "no"])) for _ in range(2))
+    first.warm_up(batch)
+    first.warm_up(batch)
+    second.warm_up(batch)  # another Capturer of the same model: already warm
+    assert len(calls) == 1
+    assert lm.model in capture._WARM_MODELS

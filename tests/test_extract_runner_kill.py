@@ -18,9 +18,10 @@ from layerprobe.hardware import torch_threads
 from layerprobe.store import open_store, verify
 from test_extract_runner import assert_same_store, config, make_images
 
-# One torch thread everywhere (reference and children): on a CPU with AMX, bf16 runs with two
-# threads were not bit-reproducible between these processes (about 1 run in 4, 1 ulp in a few rows of
-# one batch; never with one thread or with AMX disabled), and this test is about the resume logic.
+# One torch thread everywhere (reference and children), because this test is about the resume
+# logic. On a CPU with AMX, with two threads, a process's first bf16 forward differed by 1 ulp in a
+# few rows, so this file failed 3 runs of 6; Capturer.warm_up now runs that forward and drops it
+# (14 of 14 two-thread runs then passed). The pin stays: a rarer residue would make CI flaky.
 _ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 # The child runs the real CLI; each forward is slowed so that the kill lands between commits.

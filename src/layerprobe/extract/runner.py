@@ -294,6 +294,8 @@ def _stream(loader, capturer, write: Callable[..., None], cfg: ExtractConfig, n_
                     break
                 if batch.error is not None and not cfg.skip_bad:
                     raise ExtractError(batch.error)
+                if batch.inputs is not None:
+                    capturer.warm_up(batch.inputs, max_new_tokens=answers.tokens)
                 background.put(_capture(capturer, batch, n_candidates, answers))
                 bar.update(batch.stop - batch.start)
                 if stop.requested:
