@@ -7,6 +7,7 @@ AVX512-BF16, on one without (AMD EPYC), and on a GPU machine.
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 import torch
@@ -151,6 +152,16 @@ def test_busy_cores_counts_other_runnable_threads_not_this_process_past(monkeypa
     assert hardware.busy_cores(samples=3, interval_s=0) == 0.0
     monkeypatch.setattr(hardware, "_procs_running", lambda: None)  # no /proc/stat: the load average
     assert hardware.busy_cores(samples=3, interval_s=0) == 1.9
+
+
+def test_busy_cores_leaves_out_this_process_own_runnable_threads(monkeypatch) -> None:
+    monkeypatch.setattr(hardware, "_procs_running", lambda: 3)
+    monkeypatch.setattr(hardware, "_own_running", lambda: 2)  # the caller and a spinning OpenMP worker
+    assert hardware.busy_cores(samples=3, interval_s=0) == 1.0
+
+
+def test_own_running_counts_the_calling_thread() -> None:
+    assert 1 <= hardware._own_running() <= len(os.listdir("/proc/self/task"))
 
 
 def test_procs_running_reads_this_machine() -> None:

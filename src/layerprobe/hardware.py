@@ -218,17 +218,20 @@ def busy_cores(samples: int = 8, interval_s: float = 0.0005) -> float:
     """How many cores other work keeps busy now.
 
     Linux: the median of ``samples`` reads of ``/proc/stat``'s ``procs_running`` (runnable threads,
-    machine-wide), ``interval_s`` apart, less one for the calling thread. Unlike the 1-minute load
-    average it does not count this process's own past work, which made a benchmark or a notebook
-    busy for a minute take itself for a neighbour and halve its threads on an idle 2-core machine.
-    Elsewhere: the 1-minute load average. Both count the whole machine (or VM), not a container.
+    machine-wide), ``interval_s`` apart, less this process's own runnable threads (the caller, and
+    torch's OpenMP workers, which spin for a while after each parallel op: counted as neighbours, they
+    made a sweep right after other torch work take one of two idle cores for busy). Unlike the
+    1-minute load average it does not count this process's own past work, which made a benchmark or
+    a notebook busy for a minute take itself for a neighbour and halve its threads on an idle 2-core
+    machine. Elsewhere: the 1-minute load average. Both count the whole machine (or VM), not a
+    container.
     """
     counts = []
     for _ in range(samples):
         running = _procs_running()
         if running is None:
             break
-        counts.append(running - 1)
+        counts.append(running - _own_running())
         time.sleep(interval_s)
     if counts:
         return max(0.0, float(statistics.median(counts)))
@@ -236,6 +239,23 @@ def busy_cores(samples: int = 8, interval_s: float = 0.0005) -> float:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
         return 0.0
+
+
+def _own_running() -> int:
+    """Threads of this process in state R now, the caller among them (at least 1)."""
+    n = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 1
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        n += stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] == b"R"
+    return max(1, n)
 
 
 def _procs_running() -> int | None:
