@@ -34,7 +34,7 @@ def test_help_documents_every_option_with_an_example(capsys) -> None:
     assert code == 0
     options = [p for p in extract.params if isinstance(p, click.Option) and p.name != "help"]
     required = ("--model --revision --adapter --trust-remote-code --site-spec --vision-layers --connector --llm-layers "
-                "--dataset --split-file --prompt --instruction --candidates --out --batch-size --workers --prefetch --dtype --device --shard "
+                "--dataset --split-file --prompt --instruction --candidates --out --batch-size --workers --threads --prefetch --dtype --device --shard "
                 "--limit --skip-bad --dicom-frame --allow-duplicate-images --chunk-samples --json --no-progress --allow-pickle --force-adapter --answer-tokens").split()
     assert sorted(required) == sorted(o for option in options for o in option.opts)
     for option in options:
@@ -88,3 +88,24 @@ def test_cli_errors_are_one_line(setup, tmp_path, capsys, extra, code, message) 
     assert got == code and message in err, err
     if code == 1:
         assert len(err.strip().splitlines()) == 1
+
+
+def test_threads_run_the_forward_on_that_many_and_are_restored(setup, tmp_path, capsys, monkeypatch) -> None:
+    import torch
+
+    from layerprobe.extract.capture import Capturer
+
+    model, images = setup
+    seen: list[int] = []
+    real = Capturer.run
+    monkeypatch.setattr(Capturer, "run", lambda self, inputs, **kw: seen.append(torch.get_num_threads()) or real(self, inputs, **kw))
+    before = torch.get_num_threads()
+    out = tmp_path / "t.zarr"
+    code, _, err = _run(["extract", "--model", str(model), "--dataset", str(images), "--out", str(out), "--workers", "0",
+                         "--no-progress", "--answer-tokens", "0", "--threads", "1", "--dtype", "float32"], capsys)
+    assert code == 0, err
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
+    assert open_store(out).meta.extra["threads"] == 1
+    code, _, err = _run(["extract", "--model", str(model), "--dataset", str(images), "--out", str(tmp_path / "u.zarr"), "--threads", "0"], capsys)
+    assert code == 2 and "--threads" in err

@@ -78,6 +78,9 @@ def _parse_candidates(ctx: click.Context, param: click.Parameter, value: str | N
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Images per forward pass. e.g. --batch-size 16")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0),
               help="Loader processes that decode and preprocess images (0 = in the main process). e.g. --workers 4")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch threads for the forward passes (default: torch's own count, OMP_NUM_THREADS or one per core); "
+                   "on a busy machine 1 can be several times faster. e.g. --threads 1")
 @click.option("--prefetch", default=2, show_default=True, type=click.IntRange(min=1), help="Batches each loader process prepares ahead. e.g. --prefetch 4")
 @click.option("--dtype", default=vocab.AUTO, show_default=True, type=click.Choice(vocab.EXTRACT_DTYPES),
               help="Compute dtype of the model (activations are stored as bf16 either way). auto = bfloat16 where the device "
@@ -111,7 +114,7 @@ def _parse_candidates(ctx: click.Context, param: click.Parameter, value: str | N
                    "answer, parsed to a candidate, is the paper's P_final. 0 = forced choice over the candidates' first-token "
                    "logits only. Recorded in the store (a resume must repeat it). e.g. --answer-tokens 0")
 def extract(model, revision, adapter, trust_remote_code, site_spec, vision_layers, connector, llm_layers, dataset, split_file, prompt,
-            candidates, out, batch_size, workers, prefetch, dtype, device, shard, limit, skip_bad, dicom_frame, allow_duplicate_images,
+            candidates, out, batch_size, workers, threads, prefetch, dtype, device, shard, limit, skip_bad, dicom_frame, allow_duplicate_images,
             chunk_samples, as_json, no_progress, allow_pickle, force_adapter, answer_tokens):
     """Run a multimodal LLM once over a labelled image set and store every site's pooled activations.
 
@@ -139,7 +142,7 @@ def extract(model, revision, adapter, trust_remote_code, site_spec, vision_layer
         raise click.UsageError(f"the generic adapter needs all three module paths; missing {missing}")
     cfg = ExtractConfig(
         model=model, dataset=dataset, split_file=split_file, out=out, revision=revision, adapter=adapter, trust_remote_code=trust_remote_code,
-        site_spec=given or site_spec, prompt=prompt, candidates=candidates, batch_size=batch_size, num_workers=workers,
+        site_spec=given or site_spec, prompt=prompt, candidates=candidates, batch_size=batch_size, num_workers=workers, threads=threads,
         prefetch=prefetch, dtype=dtype, device=device, shard=shard, limit=limit, skip_bad=skip_bad,
         chunk_samples=chunk_samples, progress=not no_progress, allow_duplicate_images=allow_duplicate_images,
         dicom_frame=dicom_frame, allow_pickle=allow_pickle, force_adapter=force_adapter, answer_tokens=answer_tokens,

@@ -101,6 +101,11 @@ class ExtractConfig:
     (``layerprobe.answers``); 8 covers one-word and short-phrase answers. 0 = forced choice over the
     candidates' first-token logits only (no generation; the store then has no answer column).
     Recorded in the store: a resume must repeat it."""
+    threads: int | None = None
+    """torch threads for the forward passes (restored after the run); None = torch's own count
+    (``OMP_NUM_THREADS`` or one per core). On a machine other work keeps busy, 1 can be several times
+    faster. bf16 results may differ in the last bit with another count, like with another batch
+    size; recorded in ``RunMeta.extra`` when given."""
     split_file: Path | str | None = None
     """CSV ``id,split`` whose splits replace the dataset's own (``extract/data/splits.py``); its
     content is in the manifest digest, so a resume with a changed file is refused."""
@@ -120,7 +125,7 @@ class ExtractConfig:
                 raise ExtractError(f"{name} must be at least {least}, got {getattr(self, name)}")
         if isinstance(self.answer_tokens, bool) or not isinstance(self.answer_tokens, int) or self.answer_tokens < 0:
             raise ExtractError(f"answer_tokens must be an int >= 0 (0: forced choice only), got {self.answer_tokens!r}")
-        for name in ("limit", "chunk_samples"):
+        for name in ("limit", "chunk_samples", "threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ExtractError(f"{name} must be at least 1, got {value}")

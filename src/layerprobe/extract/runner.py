@@ -32,7 +32,6 @@ Choices:
 
 from __future__ import annotations
 
-import queue
 import signal
 import sys
 import threading
@@ -45,6 +44,7 @@ import numpy as np
 
 from layerprobe import vocab
 from layerprobe.errors import ExtractError, LayerprobeError
+from layerprobe.extract.background import BackgroundWriter
 from layerprobe.extract.config import ExtractConfig
 from layerprobe.extract.data.datasets import resolve_dataset
 from layerprobe.extract.data.manifest import Manifest
@@ -151,63 +151,6 @@ def make_loader(
     )
 
 
-class _BackgroundWriter:
-    """Calls ``write(*item)`` for queued items on one thread; its first error stops all writing."""
-
-    def __init__(self, write: Callable[..., None], depth: int) -> None:
-        self._write = write
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._abandon = False
-        self._thread = threading.Thread(target=self._loop, name="layerprobe-store-writer", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self._error is None and not self._abandon:
-                try:
-                    self._write(*item)
-                except BaseException as err:  # noqa: BLE001 -- re-raised in the main thread
-                    self._error = err
-
-    def check(self) -> None:
-        """Re-raise the writer's error, if any, in the calling thread."""
-        if self._error is not None:
-            raise self._error
-
-    def put(self, item: tuple) -> None:
-        # A timeout loop, so a writer that died while the queue was full is noticed.
-        while True:
-            self.check()
-            try:
-                self._queue.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-
-    def close(self, reraise: bool = True) -> None:
-        """Write what is queued, stop the thread, then re-raise its error (if ``reraise``).
-
-        A Ctrl-C while waiting drops what is still queued and waits only for the write in progress,
-        so the thread never outlives this call (the store writer is not thread-safe).
-        """
-        try:
-            self._queue.put(None)
-            self._thread.join()
-        except KeyboardInterrupt:
-            self._abandon = True
-            while True:
-                try:
-                    self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            self._queue.put(None)
-            self._thread.join()
-            raise
-        if reraise:
-            self.check()
-
-
 class _StopRequest:
     requested = False
 
@@ -287,7 +230,7 @@ def _stream(loader, capturer, write: Callable[..., None], cfg: ExtractConfig, n_
     notice = lambda: bar.write("stopping after this batch; Ctrl-C again to stop at once")  # noqa: E731
     with _first_ctrl_c_stops_gracefully(notice) as stop:
         batches = iter(loader)  # forks the loader workers before the writer thread exists
-        background = _BackgroundWriter(write, _QUEUE_DEPTH)
+        background = BackgroundWriter(write, _QUEUE_DEPTH)
         try:
             for batch in batches:
                 if stop.requested:
@@ -343,6 +286,15 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
     revision (saves loading it again in notebooks, tests and the benchmark); None loads it here.
     Raises ``KeyboardInterrupt`` after a graceful Ctrl-C stop (committed blocks intact).
     """
+    if cfg.threads is None:
+        return _run_extract(cfg, loaded)
+    from layerprobe.hardware import torch_threads
+
+    with torch_threads(cfg.threads):
+        return _run_extract(cfg, loaded)
+
+
+def _run_extract(cfg: ExtractConfig, loaded: LoadedModel | None) -> Path:
     from functools import partial
 
     from tqdm.auto import tqdm
@@ -375,7 +327,7 @@ def run_extract(cfg: ExtractConfig, *, loaded: LoadedModel | None = None) -> Pat
         dataset_name=manifest.name, manifest_sha256=manifest.sha256, prompt_template=prompt,
         candidates=tuple(candidates), candidate_token_ids=token_ids, class_names=manifest.class_names,
         compute_dtype=dtype.name, answer_tokens=cfg.answer_tokens, dicom_frame=cfg.dicom_frame, extra={"instruction": instruction, "batch_size": cfg.batch_size,
-        "device": loaded.device, "compute_dtype_reason": dtype.reason, **data_extra, **finetune_extra(cfg.adapter)},
+        "device": loaded.device, "compute_dtype_reason": dtype.reason, **({"threads": cfg.threads} if cfg.threads else {}), **data_extra, **finetune_extra(cfg.adapter)},
     )
     samples = manifest.sample_info()
     with StoreWriter.open(cfg.out, meta, capturer.site_specs(), samples, chunk_samples=cfg.chunk_samples, lock=cfg.shard) as writer:
