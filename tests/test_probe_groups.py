@@ -49,11 +49,11 @@ def test_a_sweep_trains_in_groups_that_fit_and_the_results_do_not_depend_on_them
 
     monkeypatch.setattr(sweep, "train_mlp_group", spy)
     one_probe = (64 + 1) * 256 * 16  # fp32 state of one probe (64 features: fp32 matmuls)
-    monkeypatch.setattr(sweep, "cpu_working_set_bytes", lambda: 3 * one_probe)
+    monkeypatch.setattr(grid, "cpu_working_set_bytes", lambda: 3 * one_probe)
     small = sweep_stores(cfg, [store])
     assert sizes and max(sizes) == 3 and sum(sizes) == 12
     sizes.clear()
-    monkeypatch.setattr(sweep, "cpu_working_set_bytes", lambda: 1 << 40)
+    monkeypatch.setattr(grid, "cpu_working_set_bytes", lambda: 1 << 40)
     large = sweep_stores(cfg, [store])
     assert max(sizes) == 12
     cols = ["layer", "seed", *vocab.METRIC_COLUMNS]

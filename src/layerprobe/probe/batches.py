@@ -19,7 +19,7 @@ from layerprobe.probe.seeding import dropout_generator, epoch_orders
 
 GATHER_PER_LAYER_BYTES = 128 << 10
 """A training batch is gathered layer by layer when one layer's rows hold at least this many bytes
-(else one gather per run of layers): see :meth:`_Runs.batch`."""
+(else one gather per run of layers): see :meth:`Runs.batch`."""
 
 
 class Stream(NamedTuple):

@@ -12,8 +12,8 @@ Grouping (why the sizes are what they are)
   half of ``max_memory``. On a CPU they are further capped so the state every step reads and
   writes (weights, gradient, AdamW moments, bf16 casts) fits :func:`cpu_working_set_bytes`: a step
   is bound by that traffic (the matmuls are small), and it streams from cache instead of DRAM.
-- Linear groups: layers fitted together, capped the same way by the cache (each L-BFGS iteration
-  reads the training features twice).
+- Linear groups: layers fitted together, as many as keep their training features in half the
+  last-level cache (each L-BFGS iteration reads them twice).
 """
 
 from __future__ import annotations
@@ -37,10 +37,13 @@ CPU_WORKING_SET_BYTES = 48 << 20
 """Upper bound of one CPU group's per-step probe state (weights, gradient, moments, casts).
 Measured on a 2-vCPU VM whose sysfs reports a 480 MiB L3 (shared with the host's other tenants):
 per-probe step time was lowest at 32-64 MiB of state for widths 256-4096, fast and paper presets,
-and 25-40% higher with groups sized by memory alone (D=4096, batch 59: 1.62 ms at 2 probes, 2.32 ms at
-8; docs/LOG.md, "sixth session"). A sweep's ``group_probes`` overrides the resulting group size."""
+and higher in the larger groups that memory alone allowed (D=4096, batch 59: 1.62 ms a probe-step
+at 2 probes, 2.32 ms at 8; docs/LOG.md, "sixth session"). A sweep's ``group_probes`` caps the
+resulting group size further."""
 
 if TYPE_CHECKING:
+    import torch
+
     from layerprobe.store import RunMeta
     from layerprobe.store.protocol import StoreLike
 
@@ -180,11 +183,17 @@ def cpu_working_set_bytes() -> int:
     return min(last_level_cache_bytes() // 2, CPU_WORKING_SET_BYTES)
 
 
+def group_cache_bytes(device: torch.device) -> int | None:
+    """``cache_bytes`` of :func:`streams_per_group` for groups trained on ``device``: the CPU's
+    working set, None elsewhere (a GPU's groups are bounded by memory alone)."""
+    return cpu_working_set_bytes() if device.type == "cpu" else None
+
+
 def streams_per_group(spec: ProbeSpec, n_variants: int, d_in: int, n_eval_rows: int, *, budget: int,
                       low_precision: bool, cache_bytes: int | None, cap: int | None) -> int:  # fmt: skip
     """How many streams (each ``n_variants`` probes) train together: as many as fit ``budget``
     bytes of memory and, on a CPU, whose per-step state fits ``cache_bytes``
-    (:func:`cpu_working_set_bytes`; None on GPUs), then at most ``cap`` probes."""
+    (:func:`group_cache_bytes`), then at most ``cap`` probes."""
     per_stream = n_variants * mlp_probe_bytes(spec, d_in, n_eval_rows, low_precision)
     count = max(1, budget // per_stream)
     if cache_bytes is not None:

@@ -34,7 +34,7 @@ from layerprobe.hardware import last_level_cache_bytes
 from layerprobe.probe.config import ProbeSpec, SweepConfig, params_json
 from layerprobe.probe.engine import Stream, matmul_dtype, train_mlp_group
 from layerprobe.probe.features import Features, balanced_class_weight, prepare_features
-from layerprobe.probe.grid import SitePlan, StorePlan, count_probes, cpu_working_set_bytes, layer_chunks, plan_stores, probes_per_layer, streams_per_group
+from layerprobe.probe.grid import SitePlan, StorePlan, count_probes, group_cache_bytes, layer_chunks, plan_stores, probes_per_layer, streams_per_group
 from layerprobe.probe.linear import fit_linear_group
 from layerprobe.probe.metrics import auc_ovr, classification_metrics
 from layerprobe.probe.output import SweepOutput
@@ -267,7 +267,7 @@ class _SlabProbes:
             per_group = streams_per_group(
                 spec, len(variants), features.train.shape[2], features.val.shape[1] + features.test.shape[1],
                 budget=cfg.max_memory // 2, low_precision=dtype != torch.float32, cap=cfg.group_probes,
-                cache_bytes=cpu_working_set_bytes() if features.train.device.type == "cpu" else None,
+                cache_bytes=group_cache_bytes(features.train.device),
             )  # fmt: skip
             for lo in range(0, len(streams), per_group):
                 group = streams[lo : lo + per_group]

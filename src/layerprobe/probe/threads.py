@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 from layerprobe import vocab
 from layerprobe.errors import LayerprobeError
 from layerprobe.hardware import choose_threads, last_level_cache_bytes, torch_threads
-from layerprobe.probe.grid import cpu_working_set_bytes, streams_per_group
+from layerprobe.probe.grid import group_cache_bytes, streams_per_group
 
 if TYPE_CHECKING:
     from layerprobe.probe.config import SweepConfig
@@ -64,7 +64,7 @@ def _mlp_step_flops(cfg: SweepConfig, n_layers: int, d_in: int, n_train: int, n_
         batch = min(spec.batch_size, n_train)
         per_group = streams_per_group(
             spec, variants, d_in, n_eval, budget=cfg.max_memory // 2, low_precision=False, cap=cfg.group_probes,
-            cache_bytes=cpu_working_set_bytes() if cfg.device.type == "cpu" else None,
+            cache_bytes=group_cache_bytes(cfg.device),
         )  # fmt: skip
         streams = min(per_group, n_layers * len(cfg.seeds))
         best = max(best, 6.0 * batch * d_in * spec.hidden * variants * streams)  # first layer: forward + two backward GEMMs
