@@ -254,7 +254,8 @@ def _own_running() -> int:
                 stat = f.read()
         except OSError:  # the thread ended meanwhile
             continue
-        n += stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] == b"R"
+        state = stat[stat.rfind(b")") + 2 :][:1]  # the field after "(comm)", which may hold spaces
+        n += state == b"R"
     return max(1, n)
 
 

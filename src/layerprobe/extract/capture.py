@@ -121,9 +121,9 @@ class Capturer:
         """Run ``inputs`` once and drop the result, the first time this process runs this model.
 
         Why: on a CPU with AMX, with two threads, a process's first bf16 forward differed from later
-        forwards of the same batch by 1 ulp in a few rows (a kill + resume test failed 3 runs of 6;
-        with this warm-up 8 of 8 passed; a small synthetic bf16 matmul as the warm-up did not help,
-        2 of 8 failed). So every stored batch is computed by an already-warm model, and a resumed or
+        forwards of the same batch by 1 ulp in a few rows (the kill + resume tests with two threads
+        failed 3 runs of 6; with this warm-up 14 of 14 passed; small synthetic bf16 matmuls as the
+        warm-up did not help, 2 of 8 failed). So every stored batch is computed by an already-warm model, and a resumed or
         sharded run starting anywhere gives the bytes of an uninterrupted one. Cost: one batch per
         process. Inputs of a shape the process has not seen yet are not warmed again: whether a new
         shape alone can also differ (variable-resolution batches) is not established.
