@@ -161,9 +161,7 @@ def _child(args: argparse.Namespace) -> dict:
     run = {"floor": floor, "full": full, "generate": partial(full, answer_tokens=ANSWER_TOKENS), "naive": naive}[args.child]
     dirs = {}
     for phase in ("warm-up", "timed"):
-        dirs[phase] = work / f"out-{args.child}-{args.child_dtype}-{phase}"
-        shutil.rmtree(dirs[phase], ignore_errors=True)
-        dirs[phase].mkdir(parents=True)
+        dirs[phase] = _empty_dir(work / f"out-{args.child}-{args.child_dtype}-{phase}")
     # Warm-up: the mode's own path once on one batch (kernel selection, lazy imports, first store).
     run(manifest.head(args.batch_size), dirs["warm-up"])
     _sync(device)
@@ -204,13 +202,10 @@ def _interleaved(args: argparse.Namespace, manifest, modes: dict, work: Path, de
     out: dict[str, list[float]] = {name: [] for name in modes}
     scratch = work / f"out-pairs-{args.child_dtype}"
     for name, run in modes.items():
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(parents=True)
-        run(manifest.head(args.batch_size), scratch)
+        run(manifest.head(args.batch_size), _empty_dir(scratch))
     for r in range(args.pairs):
         for name in (list(modes) if r % 2 == 0 else list(modes)[::-1]):
-            shutil.rmtree(scratch, ignore_errors=True)
-            scratch.mkdir(parents=True)
+            _empty_dir(scratch)
             _sync(device)
             started = time.perf_counter()
             modes[name](manifest, scratch)
@@ -218,6 +213,13 @@ def _interleaved(args: argparse.Namespace, manifest, modes: dict, work: Path, de
             out[name].append(manifest.n_samples / (time.perf_counter() - started))
     shutil.rmtree(scratch, ignore_errors=True)
     return {"mode": PAIRS, "dtype": args.child_dtype, "images_per_s": out}
+
+
+def _empty_dir(path: Path) -> Path:
+    """``path`` as a new empty folder (what a previous run left there is removed)."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 def _peak_rss_mib() -> float:
