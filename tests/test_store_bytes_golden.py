@@ -108,13 +108,16 @@ def _batches(blocks: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, stop)) for start, stop in blocks for s in range(start, stop, size)]
 
 
-def store_digest(root: Path) -> str:
-    """SHA-256 over every file's relative path and bytes, clock fields and library versions blanked."""
+def store_digest(root: Path, same: dict[str, str] | None = None) -> str:
+    """SHA-256 over every file's relative path and bytes, clock fields and library versions blanked
+    (and, in JSON files, each key of ``same`` written as its value: e.g. two output roots as one)."""
     h = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         data = path.read_bytes()
         if path.suffix == ".json":
             data = _VERSIONS.sub(b'"library_versions": {}', _CLOCK.sub(rb'"\1": ""', data))
+            for old, new in (same or {}).items():
+                data = data.replace(old.encode(), new.encode())
         rel = path.relative_to(root).as_posix().encode()
         h.update(len(rel).to_bytes(8, "little") + rel + len(data).to_bytes(8, "little") + data)
     return h.hexdigest()

@@ -80,3 +80,15 @@ def test_every_field_is_stored_once():
     names = [f.name for f in stored_fields()]
     own = [f.name for f in dataclasses.fields(StoreHeader) if f.name != "meta"]
     assert sorted(names) == sorted(own + [f.name for f in dataclasses.fields(RunMeta)]) and len(set(names)) == len(names)
+
+
+def test_a_run_id_names_local_folders_by_their_hash_not_their_path():
+    from layerprobe.probe.grid import run_id
+
+    meta = dataclasses.replace(run_meta(), model_id="/data/models/llava", adapter="/out-a/adapters/sft", adapter_hash="ab" * 32)
+    moved = dataclasses.replace(meta, model_id="/elsewhere/llava", adapter="/out-b/adapters/sft")
+    assert run_id(moved) == run_id(meta)  # the same weights wherever they are: one run (a study's two output roots)
+    assert run_id(dataclasses.replace(meta, adapter_hash="cd" * 32)) != run_id(meta)
+    assert run_id(dataclasses.replace(meta, model_hash="ef" * 32)) != run_id(meta)
+    hub = dataclasses.replace(meta, model_id="org/llava")
+    assert run_id(hub) != run_id(meta) and run_id(dataclasses.replace(hub, model_id="org/other")) != run_id(hub)  # hub ids count

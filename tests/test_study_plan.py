@@ -50,12 +50,24 @@ def tiny_study(tmp_path_factory) -> Path:
     return build_tiny_study(tmp_path_factory.mktemp("study"))
 
 
-def test_the_example_parses_and_plans_six_steps(tiny_study):
+STEPS = 14
+"""2 models x (base: extract, probe; sft-lora: finetune, extract, probe; vision-ce: finetune) + fhs + report."""
+
+
+def test_the_example_plans_every_arm(tiny_study):
     plan = plan_study(load_study(tiny_study))
     kinds = [s.kind for s in plan.steps]
-    assert kinds.count(vocab.STEP_EXTRACT) == 2 and kinds.count(vocab.STEP_PROBE) == 2
+    assert len(kinds) == STEPS and kinds.count(vocab.STEP_FINETUNE) == 4
+    assert kinds.count(vocab.STEP_EXTRACT) == 4 and kinds.count(vocab.STEP_PROBE) == 4
     assert kinds[-2:] == [vocab.STEP_FHS, vocab.STEP_REPORT]
     assert len({s.out for s in plan.steps}) == len(plan.steps)
+    steps = plan.by_id()
+    sft = steps["extract/tiny-llava/synthetic/sft-lora"]
+    assert sft.deps == ("finetune/tiny-llava/synthetic/sft-lora",) and sft.adapter == steps[sft.deps[0]].out
+    ce = steps["finetune/tiny-llava/synthetic/vision-ce"]
+    assert ce.out.suffix == ".parquet" and "extract/tiny-llava/synthetic/vision-ce" not in steps  # its row is its output
+    fhs = steps["fhs/synthetic"]
+    assert ce.id in fhs.deps and ce.out in fhs.tables and len(fhs.tables) == 6
 
 
 def test_run_rerun_and_a_changed_probe_setting(tiny_study):
@@ -63,11 +75,13 @@ def test_run_rerun_and_a_changed_probe_setting(tiny_study):
     lines: list[str] = []
     first = run_study(study, echo=lines.append)
     assert set(first.states.values()) == {vocab.STATE_DONE}, first.states
-    assert len(first.ran) == 6 and any("done     extract/" in line for line in lines)
+    assert len(first.ran) == STEPS and any("done     extract/" in line for line in lines)
     status = json.loads(first.status.read_text())
-    assert status["counts"][vocab.STATE_DONE] == 6
+    assert status["counts"][vocab.STATE_DONE] == STEPS
     report = next(s for s in first.plan.steps if s.kind == vocab.STEP_REPORT)
     assert (report.out / "report.md").is_file() and json.loads((report.out / "missing.json").read_text()) == {"missing": []}
+    table3 = pl.read_csv(report.out / "table3.csv")  # the paper's Table 3, each row from one arm of the study
+    assert table3.height == 2 and table3.null_count().sum_horizontal().item() == 0, table3  # a row per model
 
     again = run_study(study, echo=None)
     assert again.ran == ()  # every step skipped, no engine started
@@ -75,10 +89,10 @@ def test_run_rerun_and_a_changed_probe_setting(tiny_study):
     changed = variant(tiny_study, "rerun.toml", out="rerun-out", replace={"seeds = [0]": "seeds = [1]"})
     third = run_study(changed, echo=None)
     assert sorted({i.split("/")[0] for i in third.ran}) == sorted([vocab.STEP_PROBE, vocab.STEP_FHS, vocab.STEP_REPORT])
-    assert len(third.ran) == 4
+    assert len(third.ran) == 6  # 4 probe steps, fhs and report: no fine-tuning, no extraction
     dry: list[str] = []
     run_study(changed, dry_run=True, echo=dry.append)
-    assert "6 done, 0 pending" in dry[0]
+    assert f"{STEPS} done, 0 pending" in dry[0]
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tiny_study):
@@ -86,8 +100,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_study):
     lines: list[str] = []
     result = run_study(study, dry_run=True, echo=lines.append)
     assert set(result.states.values()) == {vocab.STATE_PENDING}
-    assert "6 pending" in lines[0] and "to write under" in lines[0]
-    assert sum(" pending  extract " in line for line in lines) == 2
+    assert f"{STEPS} pending" in lines[0] and "to write under" in lines[0]
+    assert sum(" pending  extract " in line for line in lines) == 4
     assert not (tiny_study.parent / "dry-out" / "status.json").exists()
 
 
@@ -102,13 +116,15 @@ def test_a_failed_step_is_recorded_and_the_others_go_on(tiny_study):
     states = result.states
     assert states["extract/broken/synthetic/base"] == vocab.STATE_FAILED
     assert states["probe/broken/synthetic/base"] == vocab.STATE_BLOCKED
+    assert states["finetune/broken/synthetic/sft-lora"] == vocab.STATE_FAILED and states["extract/broken/synthetic/sft-lora"] == vocab.STATE_BLOCKED
+    assert states["finetune/broken/synthetic/vision-ce"] == vocab.STATE_FAILED
     assert states["probe/tiny-llava/synthetic/base"] == vocab.STATE_DONE and states["report/tiny"] == vocab.STATE_DONE
     rows = json.loads(result.status.read_text())["steps"]
     error = rows["extract/broken/synthetic/base"]["error"]
     assert error and "\n" not in error
     report = next(s for s in result.plan.steps if s.kind == vocab.STEP_REPORT)
     missing = json.loads((report.out / "missing.json").read_text())["missing"]
-    assert len(missing) == 1 and "broken" in missing[0]
+    assert len(missing) == 3 and all("broken" in m for m in missing)  # the tables of its three arms
     assert "Missing from this study" in (report.out / "report.md").read_text()
     # the report is redone once its input exists; the rest stays done
     again = run_study(study, echo=None)
@@ -137,9 +153,41 @@ def test_a_model_neither_in_the_registry_nor_a_folder_is_refused(tiny_study):
 
 
 def test_two_arms_writing_the_same_output_are_refused(tiny_study):
-    study = variant(tiny_study, "twins.toml", out="bad-out", replace={'arms = ["base"]': 'arms = ["base", {kind = "base", name = "again"}]'})
+    study = variant(tiny_study, "twins.toml", out="bad-out", replace={'  "base",\n': '  "base",\n  { kind = "base", name = "again" },\n'})
     message = _refused(study)
     assert "would write the same output" in message and "again" in message
+
+
+@pytest.mark.parametrize(("settings", "said"), [
+    ("max_stepz = 2", "'max_stepz' is not a setting of FinetuneConfig"),
+    ("max_steps = 0", "max_steps must be at least 1"),
+    ("learning_rate = '1e-3'", "wrong type"),
+    ("device = 'cuda'", "'device' is not a setting"),  # set by the study ([extract] device)
+])
+def test_bad_arm_settings_are_refused_before_any_step(tiny_study, settings, said):
+    study = variant(tiny_study, "arm.toml", out="bad-out", replace={"settings = { max_steps = 2, learning_rate = 1e-3 }": f"settings = {{ {settings} }}"})
+    message = _refused(study)
+    assert said in message and "sft-lora" in message
+
+
+def test_a_probe_split_other_than_the_trainers_is_refused(tiny_study):
+    study = variant(tiny_study, "split.toml", out="bad-out", replace={"seeds = [0]": "seeds = [0]\nsplit_seed = 3"})
+    assert "the split the fine-tuning arms train on" in _refused(study)
+    base_only = variant(study, "split-base.toml", out="bad-out", replace={'  { kind = "sft-lora"': '#', '  { kind = "vision-ce"': '#'})
+    assert [a.kind for a in load_study(base_only).arms] == [vocab.ARM_BASE]  # a base-only study may split as it likes
+
+
+def test_a_dataset_limit_applies_to_the_trainers_too(tiny_study):
+    """The trainers split exactly the samples the extraction keeps (else a test image could be a training one)."""
+    study = variant(tiny_study, "limit.toml", out="limit-out", replace={'name = "synthetic"': 'name = "synthetic"\nlimit = 30'})
+    steps = plan_study(load_study(study)).by_id()
+    extracted = steps["extract/tiny-llava/synthetic/sft-lora"].config()
+    from layerprobe.extract.data.datasets import resolve_dataset
+
+    kept = resolve_dataset(extracted.dataset, split_file=extracted.split_file).head(extracted.limit)
+    for arm in ("sft-lora", "vision-ce"):
+        trained = steps[f"finetune/tiny-llava/synthetic/{arm}"].config()
+        assert trained.dataset.n_samples == 30 and trained.dataset.sha256 == kept.sha256
 
 
 def test_engine_ray_without_ray_installed_says_how_to_install(tiny_study, monkeypatch):

@@ -59,12 +59,19 @@ def _outputs(result, kind: str) -> dict[str, Path]:
 def _assert_same_outputs(local, other) -> None:
     stores, theirs = _outputs(local, vocab.STEP_EXTRACT), _outputs(other, vocab.STEP_EXTRACT)
     assert stores.keys() == theirs.keys()
+    # An SFT arm's store records its adapter's path, which is under each run's own output root.
+    roots = {str(other.plan.study.out): str(local.plan.study.out)}
     for name, path in stores.items():
-        assert store_digest(path) == store_digest(theirs[name]), name
+        assert store_digest(path) == store_digest(theirs[name], same=roots), name
     tables, theirs = _outputs(local, vocab.STEP_PROBE), _outputs(other, vocab.STEP_PROBE)
+    rows = {n: p for n, p in _outputs(local, vocab.STEP_FINETUNE).items() if p.suffix == ".parquet"}  # vision-ce rows
+    tables.update(rows)
+    theirs.update({n: p for n, p in _outputs(other, vocab.STEP_FINETUNE).items() if p.suffix == ".parquet"})
+    assert rows and tables.keys() == theirs.keys()
     key = list(vocab.PROBE_KEY)
     for name, path in tables.items():
-        a, b = (pl.read_parquet(p).drop("store", "train_seconds").sort(key) for p in (path, theirs[name]))
+        # store and adapter paths are under each run's own output root; everything else is equal
+        a, b = (pl.read_parquet(p).drop("store", "adapter", "train_seconds").sort(key) for p in (path, theirs[name]))
         assert a.select(key).equals(b.select(key))  # the same rows
         for column in a.columns:
             if column in vocab.METRIC_COLUMNS:

@@ -32,6 +32,7 @@ from layerprobe.errors import LayerprobeError, ProbeError
 from layerprobe.hardware import last_level_cache_bytes
 from layerprobe.probe.config import ProbeSpec, SweepConfig
 from layerprobe.probe.splits import Split, make_splits
+from layerprobe.store.fields import source_identity
 
 CPU_WORKING_SET_BYTES = 48 << 20
 """Upper bound of one CPU group's per-step probe state (weights, gradient, moments, casts).
@@ -92,9 +93,14 @@ def plan_stores(cfg: SweepConfig, stores: Sequence[StoreLike]) -> list[StorePlan
 
 
 def run_id(meta: RunMeta) -> str:
-    """12 hex digits identifying a run by model, adapter, manifest and prompt."""
+    """12 hex digits identifying a run by model, adapter, manifest and prompt.
+
+    A local model or adapter folder counts by its content hash, not its path (the rule a resume
+    applies, ``store.fields.same_source``): the same run has one id wherever its folders are, e.g. a
+    study's adapters under two output roots.
+    """
     identity = {
-        "model_id": meta.model_id, "model_hash": meta.model_hash, "adapter": meta.adapter,
+        "model_id": source_identity(meta.model_id), "model_hash": meta.model_hash, "adapter": source_identity(meta.adapter),
         "adapter_hash": meta.adapter_hash, "manifest_sha256": meta.manifest_sha256, "prompt_template": meta.prompt_template,
     }  # fmt: skip
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]

@@ -51,4 +51,10 @@ def same_source(stored: Any, new: Any) -> bool:
     return isinstance(stored, str) and isinstance(new, str) and (stored.startswith("/") or new.startswith("/"))
 
 
-__all__ = ["free_field", "identity_field", "same_source"]
+def source_identity(value: Any) -> Any:
+    """What of a recorded model (or adapter) source names the run, by :func:`same_source`'s rule:
+    a hub id as it is; a local folder (an absolute path) nothing, since its hash identifies it."""
+    return "<local>" if isinstance(value, str) and value.startswith("/") else value
+
+
+__all__ = ["free_field", "identity_field", "same_source", "source_identity"]

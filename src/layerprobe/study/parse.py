@@ -61,10 +61,13 @@ def load_study(path: str | Path) -> Study:
     r.keys(report, _REPORT, "[report]")
     run = RunSettings(probe_cpus=float(probe_table.get("cpus", 1.0)), report_title=str(report.get("title", RunSettings.report_title)),
                       report_html=bool(report.get("html", True)))  # fmt: skip
+    probe = r.probe(probe_table)
+    if any(a.kind != vocab.ARM_BASE for a in arms):
+        r.same_split_as_trainers(probe)
     return Study(
         path=path, name=str(head.get("name", path.stem)), out=r.path(head.get("out", f"{path.stem}-out")),
         models=models, datasets=datasets, arms=arms, extract=r.extract(r.table(doc, "extract")),
-        probe=r.probe(probe_table), probe_device=str(probe_table.get("device", "cpu")), fhs=r.fhs(r.table(doc, "fhs")), run=run,
+        probe=probe, probe_device=str(probe_table.get("device", "cpu")), fhs=r.fhs(r.table(doc, "fhs")), run=run,
     )  # fmt: skip
 
 
@@ -163,7 +166,27 @@ class _Reader:
         settings = t.get("settings", {})
         if not isinstance(settings, dict) or (settings and t["kind"] == vocab.ARM_BASE):
             raise self.fail(f"arm {t.get('name', t['kind'])!r}: settings must be a table, and the base arm takes none")
+        if settings:  # checked now, with placeholder paths, so that a bad setting fails before any step runs
+            from layerprobe.study.finetune_step import trainer_config
+
+            try:
+                trainer_config(t["kind"], settings, model="<model>", dataset="<dataset>", out="<out>.parquet")
+            except StudyError as err:
+                raise self.fail(str(err)) from None
         return ArmEntry(label_of(t.get("name", t["kind"])), t["kind"], dict(settings))
+
+    def same_split_as_trainers(self, probe: Any) -> None:
+        """The trainers split a dataset without its own splits as the probe sweep does by default;
+        a probe grid that splits otherwise would test probes and P_final of a fine-tuned model on
+        images it was trained on."""
+        from layerprobe.finetune.config import PROBE_SPLIT_FRACTIONS, PROBE_SPLIT_SEED
+
+        if probe.kfold is not None or probe.split_seed != PROBE_SPLIT_SEED or tuple(probe.split_fractions) != PROBE_SPLIT_FRACTIONS:
+            raise self.fail(
+                f"[probe] kfold, split_seed or split_fractions differ from the split the fine-tuning arms train on (seed "
+                f"{PROBE_SPLIT_SEED}, fractions {PROBE_SPLIT_FRACTIONS}, no k-fold): probes and P_final would be tested on images the "
+                "fine-tuned model saw; remove them from [probe], or run the base arm alone"
+            )
 
     def extract(self, table: dict[str, Any]) -> ExtractSettings:
         known = {f.name: f.default for f in fields(ExtractSettings)}

@@ -1,7 +1,8 @@
 """A study expanded into its graph of steps, each named by a hash of what decides its bytes.
 
-For every dataset x model x arm: (finetune ->) extract -> probe; then one fhs step per dataset and
-one report over everything. A step's ``key`` is the SHA-256 (12 hex digits) of a JSON document of
+For every dataset x model x arm: (finetune ->) extract -> probe, or for the vision-ce arm one
+finetune step that writes its results row; then one fhs step per dataset over those tables and one
+report over everything. A step's ``key`` is the SHA-256 (12 hex digits) of a JSON document of
 its kind, its own settings and the keys of its inputs, so:
 
 - a rerun finds every finished step by its key and skips it;
@@ -28,7 +29,7 @@ from typing import Any
 
 from layerprobe import vocab
 from layerprobe.study.errors import StudyError
-from layerprobe.study.finetune_step import FinetuneStep
+from layerprobe.study.finetune_step import FinetuneStep, VisionCEStep
 from layerprobe.study.parse import settings_of
 from layerprobe.study.sources import DatasetInfo, ModelShape, dataset_info, gpus_for, model_identity, model_shape
 from layerprobe.study.spec import ArmEntry, DatasetEntry, ModelEntry, Study
@@ -63,13 +64,13 @@ def plan_study(study: Study) -> Plan:
     probe_settings = {**settings_of(study.probe, skip=("stores", "out", "progress")), "device": study.probe_device}
     fhs_settings = settings_of(study.fhs)
     steps: list[Step] = []
-    tables: dict[str, list[ProbeStep]] = {}
+    tables: dict[str, list[Step]] = {}
     for d, info in datasets:
         for m, identity, shape in models:
             for arm in study.arms:
                 chain = _chain(study, m, identity, shape, d, info, arm, probe_settings)
                 steps.extend(chain)
-                tables.setdefault(d.label, []).append(chain[-1])  # type: ignore[arg-type]
+                tables.setdefault(d.label, []).append(chain[-1])
     for label, probes in tables.items():
         key = digest({"kind": vocab.STEP_FHS, "tables": [p.key for p in probes], "fhs": fhs_settings})
         steps.append(FhsStep(label, key, study.out / "fhs" / f"{label}-{key}", tuple(p.id for p in probes), 1 << 16,
@@ -87,7 +88,8 @@ def plan_study(study: Study) -> Plan:
 
 def _chain(study: Study, m: ModelEntry, identity: str, shape: ModelShape, d: DatasetEntry, info: DatasetInfo,
            arm: ArmEntry, probe_settings: dict[str, str]) -> list[Step]:  # fmt: skip
-    """The steps of one model x dataset x arm: (finetune,) extract, probe."""
+    """The steps of one model x dataset x arm: (finetune,) extract, probe; or the vision-ce step alone.
+    The last step is the one that writes the arm's results table."""
     label = f"{m.label}/{d.label}/{arm.name}"
     slug = label.replace("/", "-")
     data = {"name": info.name, "manifest": info.manifest_sha256, "prompt": d.prompt, "candidates": d.candidates, "limit": d.limit}
@@ -98,8 +100,11 @@ def _chain(study: Study, m: ModelEntry, identity: str, shape: ModelShape, d: Dat
     if arm.kind != vocab.ARM_BASE:
         key = digest({"kind": vocab.STEP_FINETUNE, **model, "dataset": data, "arm": arm.kind, "settings": arm.settings,
                       "device": study.extract.device})  # fmt: skip
-        out.append(FinetuneStep(label, key, study.out / "adapters" / f"{slug}-{key}", (), shape.weight_bytes // 200, model=m,
-                                dataset=d, arm_kind=arm.kind, settings=arm.settings, device=study.extract.device, n_gpus=n_gpus))  # fmt: skip
+        trainer = {"model": m, "dataset": d, "arm_kind": arm.kind, "settings": arm.settings, "device": study.extract.device,
+                   "n_gpus": n_gpus, "n_cpus": study.extract.cpus}  # fmt: skip
+        if arm.kind == vocab.ARM_VISION_CE:  # one results row is the arm's whole output: no store, no probes
+            return [VisionCEStep(label, key, study.out / "vision-ce" / f"{slug}-{key}.parquet", (), _ROW_BYTES, **trainer)]
+        out.append(FinetuneStep(label, key, study.out / "adapters" / f"{slug}-{key}", (), shape.weight_bytes // 200, **trainer))
         adapter_key = key
     settings = {name: getattr(study.extract, name) for name in _EXTRACT_NAMING}
     key = digest({"kind": vocab.STEP_EXTRACT, **model, "dataset": data, "adapter": adapter_key, "settings": settings})

@@ -1,7 +1,7 @@
 """``run_study``: read a study file, plan it, and run what is not done yet on the chosen engine.
 
-Order, so that bad input fails before any work: read the file (unknown keys, models, arms), plan
-(datasets, duplicate outputs), check the SFT arms can run, connect the engine (Ray installed, the
+Order, so that bad input fails before any work: read the file (unknown keys, models, arms and
+their trainer settings), plan (datasets, duplicate outputs), connect the engine (Ray installed, the
 cluster reachable); only then does the first step start. Steps already done are skipped; a failed
 step records its one-line error in ``status.json`` and the others go on (those that need it are
 ``blocked``); the report step runs on what there is and lists what is missing.
@@ -15,7 +15,6 @@ from typing import Any
 
 from layerprobe import vocab
 from layerprobe.study.errors import StudyError
-from layerprobe.study.finetune_step import FinetuneStep, finetune_available
 from layerprobe.study.parse import load_study
 from layerprobe.study.plan import Plan, plan_study
 from layerprobe.study.progress import Echo, StepLines, plan_table
@@ -55,8 +54,6 @@ def run_study(study_file: str | Path, *, engine: str = vocab.ENGINE_LOCAL, addre
                 echo(line)
         return StudyResult(plan, states, (), None)
     pending = [s for s in plan.steps if states[s.id] != vocab.STATE_DONE]
-    if any(isinstance(s, FinetuneStep) for s in pending) and not finetune_available():
-        raise StudyError("the study's SFT arms need layerprobe.finetune, which this install lacks; drop those arms or update layerprobe")
     runner = make_engine(engine, address, workers, plan.study.run) if pending else None
     book = StatusBook(root, plan.steps, plan.study.name, engine)
     for step_id, state in states.items():

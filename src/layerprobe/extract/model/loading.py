@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -277,7 +278,10 @@ def _attach_adapter(net: Any, found: AdapterFolder) -> tuple[Any, str]:
 
     adapter_hash = hash_files(_adapter_files(found))
     try:
-        peft_model = PeftModel.from_pretrained(net, found.path, is_trainable=False)
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated `is_gradient_checkpointing`: a warning the user can do nothing about
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            peft_model = PeftModel.from_pretrained(net, found.path, is_trainable=False)
     except (ValueError, KeyError, RuntimeError, OSError) as err:
         raise ExtractError(f"adapter {found.path} does not fit this model ({_one_line(err)}); pass an adapter trained on this model") from None
     return peft_model.get_base_model(), adapter_hash
