@@ -59,7 +59,10 @@ def inject_lora(model: Any, plan: TargetPlan, cfg: FinetuneConfig) -> Any:
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
         target_modules=plan.regex(), modules_to_save=list(plan.full) or None,
     )
-    peft_model = get_peft_model(model, config)
+    from layerprobe.extract.model.loading import peft_quietly
+
+    with peft_quietly():
+        peft_model = get_peft_model(model, config)
     check_injection(peft_model.get_base_model(), plan)
     return peft_model
 

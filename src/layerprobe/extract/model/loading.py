@@ -273,14 +273,21 @@ def _adapter_files(found: AdapterFolder) -> tuple[Path, ...]:
     return tuple(sorted(p for p in found.path.iterdir() if p.is_file() and p.name.startswith("adapter_")))
 
 
+@contextmanager
+def peft_quietly() -> Iterator[None]:
+    """Wrap a peft model in this block: peft reads transformers' deprecated ``is_gradient_checkpointing``,
+    a FutureWarning on every wrap that no user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def _attach_adapter(net: Any, found: AdapterFolder) -> tuple[Any, str]:
     from peft import PeftModel
 
     adapter_hash = hash_files(_adapter_files(found))
     try:
-        with warnings.catch_warnings():
-            # peft reads transformers' deprecated `is_gradient_checkpointing`: a warning the user can do nothing about
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        with peft_quietly():
             peft_model = PeftModel.from_pretrained(net, found.path, is_trainable=False)
     except (ValueError, KeyError, RuntimeError, OSError) as err:
         raise ExtractError(f"adapter {found.path} does not fit this model ({_one_line(err)}); pass an adapter trained on this model") from None
