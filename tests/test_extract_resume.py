@@ -42,6 +42,27 @@ def test_a_local_model_resumes_by_its_hash_whatever_its_path(tiny_checkpoint, im
         run_extract(config(other, images, out))
 
 
+def test_the_same_weights_under_another_config_are_another_run(tiny_checkpoint, images, tmp_path):
+    folder = shutil.copytree(tiny_checkpoint("llava"), tmp_path / "models" / "llava")
+    out = tmp_path / "run.zarr"
+    run_extract(config(folder, images, out, shard=(0, 2)))
+    recorded = open_store(out).meta.model_config_hash
+    assert recorded is not None and len(recorded) == 64
+    doc = json.loads((folder / "config.json").read_text())
+    doc["vision_feature_layer"] = -1  # same weights; the projector now reads another vision layer
+    (folder / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(StoreError, match="different model_config_hash") as err:
+        run_extract(config(folder, images, out, shard=(1, 2)))  # would have mixed the two configs' activations
+    assert "\n" not in str(err.value)
+
+
+def test_a_store_from_before_the_config_hash_still_resumes():
+    from layerprobe.store.fields import recorded_or_equal
+
+    assert recorded_or_equal(None, "ab" * 32) and recorded_or_equal("ab" * 32, "ab" * 32)
+    assert not recorded_or_equal("ab" * 32, "cd" * 32) and not recorded_or_equal("ab" * 32, None)
+
+
 def test_a_hub_id_is_still_compared_as_an_id():
     from layerprobe.store.schema import same_source
 

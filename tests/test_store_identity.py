@@ -30,8 +30,10 @@ def test_identity_fields_and_stored_keys_are_those_of_schema_2(header):
     # answer_tokens (generated answers, issue 12) and dicom_frame (the DICOM frame rule) are identity
     # fields whose keys are written only when not the default, so a store using neither keeps
     # exactly the schema-2 keys.
+    # model_config_hash (the model's config and tokenizer files) is one too, also written only when known.
     at = SCHEMA_2_RESUME_FIELDS.index("compute_dtype") + 1
-    assert identity_fields() == (*SCHEMA_2_RESUME_FIELDS[:at], "answer_tokens", "dicom_frame", *SCHEMA_2_RESUME_FIELDS[at:])
+    assert identity_fields() == (*SCHEMA_2_RESUME_FIELDS[:at], "answer_tokens", "dicom_frame", "model_config_hash",
+                                 *SCHEMA_2_RESUME_FIELDS[at:])
     assert tuple(header_to_attrs(header)) == SCHEMA_2_KEYS
 
 

@@ -24,6 +24,9 @@ from layerprobe import vocab
 def study(study_file: Path, engine: str, address: str | None, workers: int | None, dry_run: bool, no_progress: bool) -> None:
     """Run every step of STUDY_FILE that is not done yet: finetune -> extract -> probe -> fhs/report.
 
+    Arms: base (the model as released), sft-frozen and sft-lora (a LoRA adapter, then extracted and
+    probed), vision-ce (the vision tower trained with cross-entropy: one results row).
+
     Each step's output is named by a hash of what decides its bytes, so a rerun skips finished steps,
     a changed setting reruns only what depends on it, and an interrupted run resumes (stores resume
     block by block). A failed step records its one-line error in OUT/status.json and the others go

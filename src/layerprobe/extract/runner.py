@@ -323,7 +323,7 @@ def _run_extract(cfg: ExtractConfig, loaded: LoadedModel | None) -> Path:
     capturer = Capturer(loaded, adapter, token_ids)
     meta = RunMeta(
         model_id=loaded.model_id, model_revision=loaded.model_revision, model_hash=loaded.model_hash,
-        model_type=loaded.model_type, adapter=loaded.adapter, adapter_hash=loaded.adapter_hash,
+        model_config_hash=loaded.model_config_hash, model_type=loaded.model_type, adapter=loaded.adapter, adapter_hash=loaded.adapter_hash,
         dataset_name=manifest.name, manifest_sha256=manifest.sha256, prompt_template=prompt,
         candidates=tuple(candidates), candidate_token_ids=token_ids, class_names=manifest.class_names,
         compute_dtype=dtype.name, answer_tokens=cfg.answer_tokens, dicom_frame=cfg.dicom_frame, extra={"instruction": instruction, "batch_size": cfg.batch_size,

@@ -103,6 +103,8 @@ def run_id(meta: RunMeta) -> str:
         "model_id": source_identity(meta.model_id), "model_hash": meta.model_hash, "adapter": source_identity(meta.adapter),
         "adapter_hash": meta.adapter_hash, "manifest_sha256": meta.manifest_sha256, "prompt_template": meta.prompt_template,
     }  # fmt: skip
+    if meta.model_config_hash is not None:  # recorded since it exists; older stores keep their ids
+        identity["model_config_hash"] = meta.model_config_hash
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
 

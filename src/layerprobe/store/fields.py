@@ -51,10 +51,15 @@ def same_source(stored: Any, new: Any) -> bool:
     return isinstance(stored, str) and isinstance(new, str) and (stored.startswith("/") or new.startswith("/"))
 
 
+def recorded_or_equal(stored: Any, new: Any) -> bool:
+    """For a field added later: a store that predates it (nothing recorded) cannot tell, so it agrees."""
+    return stored is None or stored == new
+
+
 def source_identity(value: Any) -> Any:
     """What of a recorded model (or adapter) source names the run, by :func:`same_source`'s rule:
     a hub id as it is; a local folder (an absolute path) nothing, since its hash identifies it."""
     return "<local>" if isinstance(value, str) and value.startswith("/") else value
 
 
-__all__ = ["free_field", "identity_field", "same_source", "source_identity"]
+__all__ = ["free_field", "identity_field", "recorded_or_equal", "same_source", "source_identity"]

@@ -31,7 +31,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from layerprobe.errors import StoreError
-from layerprobe.store.fields import META_FROM_JSON, META_IDENTITY, META_OMIT_DEFAULT, META_SAME, META_TO_JSON, free_field, identity_field, same_source
+from layerprobe.store.fields import META_FROM_JSON, META_IDENTITY, META_OMIT_DEFAULT, META_SAME, META_TO_JSON, free_field, identity_field
+from layerprobe.store.fields import recorded_or_equal, same_source
 from layerprobe.vocab import ANSWER_SITE, BFLOAT16, COMPUTE_DTYPES
 from layerprobe.vocab import STORED_SPLITS as SPLITS  # the allowed values of the per-sample split column
 
@@ -43,7 +44,6 @@ XXH3_64 = "xxh3_64"
 """Chunk checksum of schema 2: XXH3-64 (16 hex digits)."""
 CHUNK_CHECKSUMS = {2: XXH3_64, 3: CRC32}
 """Every schema version this code reads -> the checksum algorithm its commit records name and hold.
-
 The versions differ in nothing else. A store keeps its version (a resumed schema-2 store is still
 written with XXH3-64), so one store never mixes algorithms; layerprobe before schema 3 refuses a
 schema-3 store with "upgrade layerprobe" instead of finding no valid commit record in it."""
@@ -120,6 +120,9 @@ class RunMeta:
     dicom_frame: str | int | None = identity_field(omit_default=True, default=None)
     """Frame rule for multi-frame DICOM files (``first``, ``middle``, an index; None: refused); another
     rule on resume would mix frames. Its key is written only when set."""
+    model_config_hash: str | None = identity_field(same=recorded_or_equal, omit_default=True, default=None)
+    """SHA-256 over the model's config, processor and tokenizer files (the same weights under another
+    config compute other activations); a store from before this field records none."""
     extra: dict[str, Any] = free_field(from_json=lambda v: v or {}, default_factory=dict)
     """Free-form JSON-serialisable notes; not compared on resume."""
 
@@ -140,10 +143,8 @@ class RunMeta:
         if len(set(self.class_names)) != len(self.class_names):
             raise StoreError(f"class_names {list(self.class_names)} has duplicates; class names must be unique")
         if len(self.candidates) != len(self.class_names) or len(ids) != len(self.class_names):
-            raise StoreError(
-                f"{len(self.candidates)} candidates and {len(ids)} candidate token ids for {len(self.class_names)} classes;"
-                " give one candidate answer and one token id per class"
-            )
+            raise StoreError(f"{len(self.candidates)} candidates and {len(ids)} candidate token ids for {len(self.class_names)} classes;"
+                             " give one candidate answer and one token id per class")
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise StoreError(f"compute_dtype {self.compute_dtype!r} is not one of {COMPUTE_DTYPES}")
         for name in _fields_typed(RunMeta, "str"):
@@ -273,10 +274,9 @@ def new_header(meta: RunMeta, sites: tuple[SiteSpec, ...], chunk_samples: int, n
         raise StoreError("no sites given; a store needs at least one site (e.g. 'llm/final_token')")
     if len(set(names)) != len(names):
         raise StoreError(f"site names {names} repeat; each site once")
-    for a in names:
-        for b in names:
-            if b.startswith(a + "/"):
-                raise StoreError(f"site {b!r} would be nested inside site {a!r}; rename one of them")
+    nested = next(((a, b) for a in names for b in names if b.startswith(a + "/")), None)
+    if nested:
+        raise StoreError(f"site {nested[1]!r} would be nested inside site {nested[0]!r}; rename one of them")
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return StoreHeader(meta, tuple(sites), int(chunk_samples), int(n_samples), library_versions(), now, schema_version=schema_version)
 

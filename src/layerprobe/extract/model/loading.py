@@ -47,7 +47,7 @@ from layerprobe.devices import parse_device
 from layerprobe.errors import ExtractError
 from layerprobe.extract.model.dtypes import compute_dtype, dtype_name
 from layerprobe.extract.model.peft_adapter import AdapterFolder, check_fits, read_adapter
-from layerprobe.extract.model.weights import SAFE_SUFFIX, hash_files, model_weights
+from layerprobe.extract.model.weights import SAFE_SUFFIX, config_hash, hash_files, model_weights
 from layerprobe.hardware import ResolvedDtype, checkpoint_fp32_bytes, resolve_compute_dtype
 
 
@@ -67,6 +67,8 @@ class LoadedModel:
     """Hub revision asked for (``None`` for a local folder or the default branch)."""
     model_hash: str
     """SHA-256 over the weight files' names and bytes."""
+    model_config_hash: str | None
+    """SHA-256 over the config, processor and tokenizer files (``weights.config_hash``)."""
     adapter: str | None
     """peft adapter folder's absolute path, or ``None``."""
     adapter_hash: str | None
@@ -121,6 +123,7 @@ def load_model(
         model_id=source_id(model),
         model_revision=revision,
         model_hash=model_hash,
+        model_config_hash=config_hash(path),
         adapter=None if adapter is None else source_id(adapter),
         adapter_hash=adapter_hash,
         compute_dtype=name,
@@ -140,13 +143,14 @@ def source_id(source: str | os.PathLike) -> str:
 
 
 def local_hashes(model: str | os.PathLike, adapter: str | os.PathLike | None, allow_pickle: bool) -> dict[str, str]:
-    """``model_hash``/``adapter_hash`` of whichever of ``model`` and ``adapter`` are local folders, without loading.
+    """``model_hash``/``model_config_hash``/``adapter_hash`` of whichever of ``model`` and ``adapter`` are local folders, without loading.
 
     What a resume can compare before the (slow) load; a hub id or an unreadable folder is left out
     (the load reports it). The hashes are cached, so the load that follows does not hash again.
     """
     out = {}
-    for key, source, read in (("model_hash", model, _model_hash), ("adapter_hash", adapter, _adapter_hash)):
+    for key, source, read in (("model_hash", model, _model_hash), ("model_config_hash", model, lambda p, _: config_hash(p)),
+                              ("adapter_hash", adapter, _adapter_hash)):  # fmt: skip
         if source is not None and Path(source).expanduser().is_dir():
             try:
                 out[key] = read(Path(source).expanduser(), allow_pickle)

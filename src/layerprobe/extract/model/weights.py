@@ -6,6 +6,8 @@
 - ``hash_files`` = SHA-256 over the files' names and bytes (sorted by name; each name is followed by
   a NUL and the file's bytes), cached per process by (paths, sizes, mtimes): hashing a 7B checkpoint
   takes tens of seconds, and the extractor hashes a local model before loading it (resume check).
+- ``config_hash`` = the same hash over the folder's config, processor and tokenizer files: the same
+  weights under another config (e.g. LLaVA's ``vision_feature_layer``) compute other activations.
 - ``check_safetensors`` reads only the 8-byte length and the JSON header of a ``.safetensors`` file
   and compares the size the header needs with the file's size: an interrupted download or copy is
   caught as one line naming the file, before transformers or peft map it (they would fail with a
@@ -26,6 +28,7 @@ from layerprobe.errors import ExtractError
 
 SAFE_SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth"})
+_CONFIG_SUFFIXES = frozenset({".json", ".jinja", ".model"})
 _HEADER_LIMIT = 100 << 20
 """Largest JSON header accepted (the safetensors library's own limit is 100 MB)."""
 
@@ -91,6 +94,20 @@ def hash_files(files: tuple[Path, ...]) -> str:
         stat = f.stat()
         keyed.append((f.relative_to(root).as_posix(), str(f), stat.st_size, stat.st_mtime_ns))
     return _hash_cached(tuple(keyed))
+
+
+def config_files(path: Path) -> tuple[Path, ...]:
+    """The files of model folder ``path`` besides its weights that decide what it computes from an
+    image and a prompt: model, generation, processor and tokenizer files (``*.json``, ``*.jinja``,
+    ``*.model``, ``merges.txt``); not an adapter's files, nor a sharded checkpoint's index (weights)."""
+    return tuple(sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("adapter_") and not p.name.endswith(".index.json")
+                        and (p.suffix in _CONFIG_SUFFIXES or p.name == "merges.txt")))  # fmt: skip
+
+
+def config_hash(path: Path) -> str | None:
+    """:func:`hash_files` over :func:`config_files` (None: the folder has none)."""
+    files = config_files(path)
+    return hash_files(files) if files else None
 
 
 def model_weights(path: Path, allow_pickle: bool) -> list[Path]:
