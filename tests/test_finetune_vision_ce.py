@@ -58,6 +58,18 @@ def test_one_row_in_the_results_contract(family, tower, tiny_checkpoint, easy_se
         assert 0 <= row[vocab.metric_column(split, vocab.ACCURACY)] <= 1
 
 
+def test_the_run_id_is_the_same_wherever_the_model_folder_is(tiny_checkpoint, easy_set, tmp_path):
+    import shutil
+
+    model = tiny_checkpoint("llava")
+    moved = shutil.copytree(model, tmp_path / "elsewhere" / model.name)
+    ids = [pl.read_parquet(run_vision_ce(_cfg(m, easy_set, tmp_path / f"ce{i}.parquet", epochs=1)))["run_id"][0] for i, m in enumerate((model, moved))]
+    assert ids[0] == ids[1]
+    doc = json.loads((moved / "config.json").read_text())
+    (moved / "config.json").write_text(json.dumps({**doc, "vision_feature_layer": -1}))  # same weights, another config
+    assert pl.read_parquet(run_vision_ce(_cfg(moved, easy_set, tmp_path / "ce2.parquet", epochs=1)))["run_id"][0] != ids[0]
+
+
 def test_paper_preset_is_named_so():
     cfg = VisionCEConfig(model="m", dataset="d", out="r.parquet")
     assert cfg.preset == vocab.PRESET_PAPER and (cfg.tower, cfg.head, cfg.learning_rate, cfg.epochs, cfg.batch_size) == (vocab.LORA, vocab.LINEAR, 1e-4, 20, 4)

@@ -85,6 +85,12 @@ STORED_SPLITS: Final = (*SPLITS, UNASSIGNED)
 """Values allowed in a store's ``samples/split`` column."""
 SCORED_SPLITS: Final = (VAL, TEST)
 """Splits whose metrics a results table holds; ``test`` is reported, ``val`` selects models."""
+SPLIT_SEED: Final = 0
+"""Seed of the stratified split made for samples the dataset does not assign (the probe sweep's
+default, and the split the fine-tuning arms train on, so a fine-tuned model is never tested on its
+training images)."""
+SPLIT_FRACTIONS: Final = (0.6, 0.2, 0.2)
+"""Train/val/test fractions of that split."""
 
 # --- dtypes ---------------------------------------------------------------------------------------
 BFLOAT16: Final = "bfloat16"

@@ -13,8 +13,8 @@ lines of loop; the Trainer's value for SFT (resumable checkpoints, token-count l
 does not apply to a run that writes one row, and a run killed midway leaves nothing (the row is
 written last, atomically), so a rerun starts over.
 
-The row: ``run_id`` = ``vision_ce-`` + 12 hex of the run's identity (model hash, manifest hash,
-params, seed); ``store`` and ``adapter`` empty (no store is read, nothing is saved);
+The row: ``run_id`` = ``vision_ce-`` + 12 hex of the run's identity (a hub id, the model's weight
+and config hashes, manifest hash, params, seed; a local folder's path is not part of it); ``store`` and ``adapter`` empty (no store is read, nothing is saved);
 ``preset`` = ``paper`` or ``custom`` (:attr:`VisionCEConfig.preset`), ``params`` = JSON of the
 settings; ``best_epoch`` = the kept epoch (1-based); ``matmul_dtype`` = the load dtype (``auto``
 resolved as extraction resolves it, :mod:`.dtype`; the reason is printed).
@@ -35,6 +35,7 @@ from layerprobe.devices import parse_device
 from layerprobe.finetune.config import PROBE_SPLIT_FRACTIONS, PROBE_SPLIT_SEED, FinetuneError
 from layerprobe.finetune.dtype import resolve_dtype
 from layerprobe.finetune.vision_ce_config import VisionCEConfig
+from layerprobe.store.fields import source_identity
 
 
 def run_vision_ce(cfg: VisionCEConfig) -> Path:
@@ -111,7 +112,8 @@ def _train(cfg: VisionCEConfig, task: Any, device: Any, dtype: str) -> Trained:
 def _row(cfg: VisionCEConfig, task: Any, trained: Trained, seconds: float, dtype: str) -> dict[str, Any]:
     loaded = trained.loaded
     params = json.dumps({**cfg.params(), "dtype": dtype}, sort_keys=True)  # the resolved dtype, never "auto"
-    identity = json.dumps([loaded.model_id, loaded.model_hash, task.manifest.sha256, params, cfg.seed])
+    # as probe rows' run_id: a local folder counts by its weights and config files, not its path
+    identity = json.dumps([source_identity(loaded.model_id), loaded.model_hash, loaded.model_config_hash, task.manifest.sha256, params, cfg.seed])
     n_blocks = trained.n_blocks
     row: dict[str, Any] = {
         "run_id": "vision_ce-" + hashlib.sha256(identity.encode()).hexdigest()[:12], "store": "", "model_id": loaded.model_id,

@@ -211,9 +211,9 @@ class SweepConfig:
     kfold: int | None = None
     """K-fold cross-validation: fold k is the test set, fold k+1 the validation set; metrics are the
     mean over folds. None = one split (the store's split column, else stratified)."""
-    split_seed: int = 0
+    split_seed: int = vocab.SPLIT_SEED
     """Seed of the stratified split (used when the store has no split column, or for k-fold)."""
-    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    split_fractions: tuple[float, float, float] = vocab.SPLIT_FRACTIONS
     """Train/val/test fractions of a stratified split made here."""
     device: str | torch.device = "cpu"
     """Torch device for training (``auto`` = CUDA when present, ``cpu``, ``cuda``, ``cuda:1``).

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import torch
 
+from layerprobe import vocab
 from layerprobe.probe.config import LinearSpec, ProbeSpec
 from layerprobe.probe.schedule import lr_factor, warmup_steps
 from layerprobe.probe.seeding import dropout_generator, epoch_orders, init_mlp
@@ -141,7 +142,7 @@ class LinearAgreement(NamedTuple):
     c_sklearn: float
 
 
-def compare_linear_to_sklearn(store: Store, site: str, layer: int, *, spec: LinearSpec = LinearSpec(), split_seed: int = 0) -> LinearAgreement:
+def compare_linear_to_sklearn(store: Store, site: str, layer: int, *, spec: LinearSpec = LinearSpec(), split_seed: int = vocab.SPLIT_SEED) -> LinearAgreement:
     """Test-split accuracy and AUC of both linear probes on ``store``'s (site, layer)."""
     from layerprobe.probe.features import prepare_features
     from layerprobe.probe.linear import fit_linear_group

@@ -45,8 +45,8 @@ def make_splits(
     *,
     class_names: Sequence[str],
     kfold: int | None = None,
-    seed: int = 0,
-    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    seed: int = vocab.SPLIT_SEED,
+    fractions: tuple[float, float, float] = vocab.SPLIT_FRACTIONS,
     where: str = "store",
 ) -> tuple[Split, ...]:
     """The split(s) a sweep uses for one store (see the module docstring); ``where`` names it in errors."""
