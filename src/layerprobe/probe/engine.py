@@ -49,7 +49,7 @@ from layerprobe.hardware import native_bf16
 from layerprobe.probe.batches import Batch, Dropout, Runs, Sampler, Stream
 from layerprobe.probe.config import ProbeSpec
 from layerprobe.probe.features import Features
-from layerprobe.probe.optim import BatchedAdamW
+from layerprobe.probe.optim import BatchedAdamW, compiled_update_pays
 from layerprobe.probe.schedule import lr_factor, warmup_steps
 from layerprobe.probe.seeding import init_mlp
 
@@ -134,13 +134,15 @@ def train_mlp_group(
     params = _init_params(streams, len(variants), spec.hidden, x_train.shape[2], n_classes, device)
     lr_p = torch.tensor([v.lr for v in variants], dtype=torch.float32).repeat(layout.n_streams)
     wd_p = torch.tensor([v.weight_decay for v in variants], dtype=torch.float32).repeat(layout.n_streams)
-    opt = BatchedAdamW(params, lr_p, wd_p, beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps, allow_fused=allow_fused)
     drop_q = torch.tensor([v.dropout for v in variants], dtype=torch.float32, device=device)
     dropout = Dropout(drop_q.view(-1, 1, 1), 1 / (1 - drop_q.view(-1, 1, 1)), (1 / (1 - drop_q)).repeat(layout.n_streams).view(n_probes, 1, 1))
     sampler = Sampler(features, streams, spec, class_weight, dropout)
     total = spec.epochs * sampler.steps_per_epoch
     n_warmup = warmup_steps(total, spec.warmup_frac)
     buffers = _Buffers(params, layout, dtype)
+    compiled = buffers.w_cast is not None and compiled_update_pays(device, spec.hidden * x_train.shape[2] * total)  # one probe's work
+    opt = BatchedAdamW(params, lr_p, wd_p, beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps, allow_fused=allow_fused,
+                       cast=buffers.w_cast, compile_cast=compiled)  # fmt: skip
     best = _Best(params, spec)
     flops, step, epochs_run = 0.0, 0, 0
     for epoch in range(spec.epochs):
@@ -186,25 +188,24 @@ def _init_params(streams: Sequence[Stream], n_variants: int, hidden: int, d_in: 
 
 class _Buffers:
     """Preallocated per-step tensors: the first layer's weights and weight gradient in the matmul
-    dtype (bf16 only; in fp32 the GEMMs use the master weights and the optimizer's gradient)."""
+    dtype. In bf16 the optimizer keeps ``w_cast`` equal to the fp32 master weights (its ``casts``)
+    and takes the bf16 gradient; in fp32 the GEMMs use the master weights themselves."""
 
     def __init__(self, params: _Params, layout: _Layout, dtype: torch.dtype) -> None:
         self.n_streams, self.dtype = layout.n_streams, dtype
-        self.dw1 = torch.empty_like(params.w1)
         cast = dtype != params.w1.dtype
+        self.dw1 = torch.empty_like(params.w1, dtype=dtype)
         self.w_cast = torch.empty_like(params.w1, dtype=dtype) if cast else None
-        self.dw_cast = torch.empty_like(params.w1, dtype=dtype) if cast else None
 
     def weights(self, params: _Params) -> tuple[torch.Tensor, torch.Tensor]:
         """``W [G, Q*H, D]`` and ``b [G, Q*H, 1]`` for the first-layer GEMM, in the matmul dtype."""
-        w = params.w1 if self.w_cast is None else self.w_cast.copy_(params.w1)
+        w = params.w1 if self.w_cast is None else self.w_cast
         return w.view(self.n_streams, -1, w.shape[2]), params.b1.view(self.n_streams, -1, 1).to(self.dtype)
 
     def grad_w1(self, da_gkb: torch.Tensor, x_gbd: torch.Tensor) -> torch.Tensor:
-        """The probe-major fp32 first-layer gradient ``da @ x`` (``da_gkb`` in the matmul dtype)."""
-        out = self.dw1 if self.dw_cast is None else self.dw_cast
-        torch.bmm(da_gkb, x_gbd, out=out.view(self.n_streams, -1, out.shape[2]))
-        return out if self.dw_cast is None else self.dw1.copy_(self.dw_cast)
+        """The probe-major first-layer gradient ``da @ x``, in the matmul dtype (``da_gkb``'s)."""
+        torch.bmm(da_gkb, x_gbd, out=self.dw1.view(self.n_streams, -1, self.dw1.shape[2]))
+        return self.dw1
 
 
 def _gradients(batch: Batch, dropout: Dropout, params: _Params, layout: _Layout, buffers: _Buffers) -> list[torch.Tensor]:

@@ -1,0 +1,68 @@
+"""The compiled cast-and-update pass (probe/optim.py ``adamw_cast``) against the eager passes it replaces.
+
+Both compute torch's AdamW in fp32; the compiled kernel may contract multiply-adds differently, so
+they agree to float rounding, not bit for bit. The engine-level case lowers the size threshold so a
+small group takes the compiled path.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+
+import pytest
+import torch
+
+from layerprobe.probe import optim
+from layerprobe.probe.engine import Stream, train_mlp_group
+from layerprobe.probe.optim import BatchedAdamW
+from test_probe_engine import SPEC, _features
+
+torch.set_num_threads(1)
+needs_compiler = pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler: torch.compile cannot build CPU kernels here")
+
+
+def _state(seed: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    params = [torch.randn(4, 8, 24, generator=g) * 0.1, torch.randn(4, 1, 8, generator=g) * 0.1]
+    return params, torch.tensor([1e-3, 3e-3, 1e-2, 3e-2]), torch.tensor([0.0, 0.01, 0.1, 0.0])
+
+
+@needs_compiler
+@pytest.mark.parametrize("fused", [True, False])
+def test_compiled_update_equals_the_eager_passes(fused: bool) -> None:
+    runs = {}
+    for compiled in (False, True):
+        params, lr_p, wd_p = _state(0)
+        cast = torch.empty_like(params[0], dtype=torch.bfloat16)
+        opt = BatchedAdamW(params, lr_p, wd_p, allow_fused=fused, cast=cast, compile_cast=compiled)
+        assert opt.compiled == compiled and torch.equal(cast, params[0].bfloat16())
+        g = torch.Generator().manual_seed(1)
+        for step in range(6):
+            grads = [torch.randn(p.shape, generator=g).to(torch.bfloat16 if i == 0 else torch.float32) for i, p in enumerate(params)]
+            opt.step(grads, 0.5 + 0.1 * step)
+            assert torch.equal(cast, params[0].bfloat16())  # the copy the GEMMs read is the updated weight
+        assert opt.compiled == compiled  # the compiled pass ran every step (it falls back for good on a failure)
+        runs[compiled] = [p.clone() for p in params + opt.exp_avg + opt.exp_avg_sq]
+    for eager, compiled in zip(runs[False], runs[True]):
+        torch.testing.assert_close(compiled, eager, rtol=1e-6, atol=1e-7)
+
+
+@needs_compiler
+def test_a_group_on_the_compiled_path_trains_as_on_the_eager_one(monkeypatch) -> None:
+    features = _features(n=120, d=32, n_layers=2).to(torch.bfloat16)
+    streams, variants = [Stream(0, 0), Stream(1, 3)], [SPEC, replace(SPEC, lr=1e-2, weight_decay=0.1)]
+    eager = train_mlp_group(features, streams, variants, n_classes=3)
+    monkeypatch.setattr(optim, "COMPILE_MIN_WEIGHT_STEPS", 0)
+    ran = []
+    monkeypatch.setattr(optim, "_compiled_update", lambda args, real=optim._compiled_update: ran.append(real(args)) or ran[-1])
+    compiled = train_mlp_group(features, streams, variants, n_classes=3)
+    assert ran and all(ran)  # every step's first-layer update ran compiled
+    torch.testing.assert_close(compiled.test_prob, eager.test_prob, rtol=0, atol=1e-3)
+    assert torch.equal(compiled.best_epoch, eager.best_epoch)
+
+
+def test_the_threshold_keeps_small_probes_and_gpus_eager() -> None:
+    assert not optim.compiled_update_pays(torch.device("cpu"), optim.COMPILE_MIN_WEIGHT_STEPS - 1)
+    assert optim.compiled_update_pays(torch.device("cpu"), optim.COMPILE_MIN_WEIGHT_STEPS)
+    assert not optim.compiled_update_pays(torch.device("cuda"), 1e12)
