@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,11 +45,29 @@ def create_store(path: Path, header: StoreHeader, plan: StorePlan, samples: Samp
 
 
 def _build(root: Path, header: StoreHeader, plan: StorePlan, samples: SampleInfo) -> None:
+    _write_metadata(root, header, plan)
+    for a in plan.arrays.values():
+        if a.sharded:
+            _make_shards(root, a)
+    (root / COMMITS_DIR).mkdir()
+    columns = {"samples/label": samples.labels, "samples/split": list(samples.splits), "samples/id": list(samples.ids)}
+    for name, values in columns.items():
+        a = plan.arrays[name]
+        for block in range(plan.n_blocks):
+            start, stop = plan.block_range(block)
+            chunkio.write_chunk_bytes(root / a.chunk_key(0, block), chunkio.encode_chunk(a, pad_rows(a, values[start:stop])),
+                                      a.chunk_offset(block) if a.sharded else None)
+
+
+def _write_metadata(root: Path, header: StoreHeader, plan: StorePlan) -> None:
+    """Every ``zarr.json`` of the store, as zarr-python makes them: made in a MemoryStore, then written
+    as files (zarr-python's own LocalStore took 45-75 ms for 30 arrays here, its MemoryStore 15)."""
     import zarr
     from zarr.codecs import ZstdCodec
-    from zarr.storage import LocalStore
+    from zarr.storage import MemoryStore
 
-    group = zarr.open_group(LocalStore(root), mode="w-", attributes={"layerprobe": header_to_attrs(header)})
+    made: dict[str, Any] = {}
+    group = zarr.open_group(MemoryStore(made), mode="w-", attributes={"layerprobe": header_to_attrs(header)})
     for a in plan.arrays.values():
         shards = None
         if a.sharded:
@@ -60,16 +79,10 @@ def _build(root: Path, header: StoreHeader, plan: StorePlan, samples: SampleInfo
             compressors=ZstdCodec(level=ZSTD_LEVEL) if a.codec == "zstd" else None, filters=None,
             fill_value=a.fill, dimension_names=a.dims, attributes=a.attributes,
         )
-        if a.sharded:
-            _make_shards(root, a)
-    (root / COMMITS_DIR).mkdir()
-    columns = {"samples/label": samples.labels, "samples/split": list(samples.splits), "samples/id": list(samples.ids)}
-    for name, values in columns.items():
-        a = plan.arrays[name]
-        for block in range(plan.n_blocks):
-            start, stop = plan.block_range(block)
-            chunkio.write_chunk_bytes(root / a.chunk_key(0, block), chunkio.encode_chunk(a, pad_rows(a, values[start:stop])),
-                                      a.chunk_offset(block) if a.sharded else None)
+    for key, buffer in made.items():
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(buffer.to_bytes())
 
 
 def _make_shards(root: Path, a: ArrayPlan) -> None:
