@@ -101,9 +101,18 @@ def _first_sample_difference(store: Store, samples: SampleInfo) -> Difference | 
     return None
 
 
+_WHAT_CHANGED = {
+    "model_hash": "the model's weight files differ",
+    "model_config_hash": "the model folder's config, processor or tokenizer files (*.json, *.jinja, *.model, merges.txt) differ",
+    "adapter_hash": "the adapter's files differ",
+}
+"""What a differing hash field means, for the error."""
+
+
 def _other_run(store: Store, diff: Difference) -> StoreError:
+    why = f": {_WHAT_CHANGED[diff.field]}" if diff.field in _WHAT_CHANGED else ""
     return StoreError(
-        f"{store.path} was created with a different {diff.field} ({diff.describe()});"
+        f"{store.path} was created with a different {diff.field} ({diff.describe()}){why};"
         " rerun with the original settings or choose a new output path"
     )
 
