@@ -66,3 +66,24 @@ def test_the_threshold_keeps_small_probes_and_gpus_eager() -> None:
     assert not optim.compiled_update_pays(torch.device("cpu"), optim.COMPILE_MIN_WEIGHT_STEPS - 1)
     assert optim.compiled_update_pays(torch.device("cpu"), optim.COMPILE_MIN_WEIGHT_STEPS)
     assert not optim.compiled_update_pays(torch.device("cuda"), 1e12)
+
+
+def test_a_kernel_that_cannot_compile_falls_back_to_the_eager_passes(monkeypatch) -> None:
+    """What a machine without a C++ compiler runs: the first call fails before touching any tensor."""
+    def no_compiler(*args):  # type: ignore[no-untyped-def]
+        raise RuntimeError("InductorError: no working C++ compiler found")
+
+    monkeypatch.setitem(optim._COMPILED, "kernel", no_compiler)
+    runs = []
+    for compile_cast in (True, False):
+        params, lr_p, wd_p = _state(0)
+        cast = torch.empty_like(params[0], dtype=torch.bfloat16)
+        opt = BatchedAdamW(params, lr_p, wd_p, cast=cast, compile_cast=compile_cast)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            opt.step([torch.randn(p.shape, generator=g).to(torch.bfloat16 if i == 0 else torch.float32) for i, p in enumerate(params)])
+        assert not opt.compiled and torch.equal(cast, params[0].bfloat16())
+        runs.append(params)
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)  # the failed attempt changed nothing: bit-identical to never trying
+    assert optim._COMPILED["kernel"] is None  # and the process does not try again
