@@ -453,7 +453,8 @@ def threads_section(args: argparse.Namespace) -> dict[str, float]:
         cfg = _sweep_cfg(args, preset="fast", threads=threads)
         return lambda r: timed(lambda: sweep_stores(cfg, [store]))
 
-    rounds = run_rounds({"auto": sweep(None), "one": sweep(1), "default": sweep(default)}, max(3, args.pairs))
+    # 9 rounds at least: a round is ~0.2 s, and 3 pairs read 0.87-0.97 for the same code (docs/LOG.md, seventh session)
+    rounds = run_rounds({"auto": sweep(None), "one": sweep(1), "default": sweep(default)}, max(9, args.pairs))
     vs_one, vs_default = pair_ratios(rounds, "one", "auto"), pair_ratios(rounds, "default", "auto")
     print(f"threads: small sweep (150 x 64, 8 layers, fast MLP + linear): engine's choice {chosen[0]} ({chosen[1]}) "
           f"{np.median(rounds['auto']):.2f}s, 1 thread {np.median(rounds['one']):.2f}s, torch default {default} {np.median(rounds['default']):.2f}s")  # fmt: skip
