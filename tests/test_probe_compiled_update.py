@@ -87,3 +87,14 @@ def test_a_kernel_that_cannot_compile_falls_back_to_the_eager_passes(monkeypatch
     for a, b in zip(*runs):
         assert torch.equal(a, b)  # the failed attempt changed nothing: bit-identical to never trying
     assert optim._COMPILED["kernel"] is None  # and the process does not try again
+
+
+def test_widths_past_the_recompile_limit_take_the_fused_eager_path(monkeypatch) -> None:
+    """Past Dynamo's recompile limit a compiled function runs as plain Python (slower than fused)."""
+    monkeypatch.setattr(optim, "_SHAPES", {(i, 1) for i in range(getattr(torch._dynamo.config, "recompile_limit", 8) - 1)})
+    monkeypatch.setitem(optim._COMPILED, "kernel", lambda *args: pytest.fail("compiled past the limit"))
+    params, lr_p, wd_p = _state(0)
+    cast = torch.empty_like(params[0], dtype=torch.bfloat16)
+    opt = BatchedAdamW(params, lr_p, wd_p, cast=cast, compile_cast=True)
+    opt.step([torch.ones_like(params[0], dtype=torch.bfloat16), torch.ones_like(params[1])])
+    assert not opt.compiled and torch.equal(cast, params[0].bfloat16())

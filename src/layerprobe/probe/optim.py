@@ -19,6 +19,8 @@ session). It is compiled with ``torch.compile`` (a C++ compiler at run time, a f
 process, shapes dynamic) on CPUs only, for probes with at least :data:`COMPILE_MIN_WEIGHT_STEPS` of
 such work, so small sweeps never wait for it; where it cannot be compiled the eager passes run. The
 decision depends only on the probe's own size, so a probe's result does not depend on its group.
+One compile serves every group size of one (H, D); past Dynamo's recompile limit (8 widths in a
+process) new widths take the eager passes, since the compiled function would run as plain Python.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ COMPILE_MIN_WEIGHT_STEPS = 1e8
 compiled: the compiled pass saves about 0.6-1.2 ns a weight-step (2 threads / 1 thread here), so
 0.06-0.12 s a probe against a compile of 2-4 s once per process."""
 _COMPILED: dict[str, object] = {}
+_SHAPES: set[tuple[int, ...]] = set()
+"""The (H, D) the compiled kernel has been used for in this process (one compile each)."""
 
 
 class BatchedAdamW:
@@ -170,10 +174,15 @@ def adamw_cast_compiled():  # type: ignore[no-untyped-def]
 
 
 def _compiled_update(args: tuple) -> bool:  # type: ignore[type-arg]
-    """Run the compiled :func:`adamw_cast` on ``args``; False (nothing changed) when it cannot be compiled."""
+    """Run the compiled :func:`adamw_cast` on ``args``; False (nothing changed) when it cannot be
+    compiled, or when this (H, D) would pass Dynamo's recompile limit, past which it silently runs
+    the Python function (seven eager passes, slower than the fused kernel)."""
     kernel = adamw_cast_compiled()
-    if kernel is None:
+    shape = tuple(args[0].shape[1:])
+    limit = getattr(torch._dynamo.config, "recompile_limit", 8)  # `cache_size_limit` before torch 2.6, also 8
+    if kernel is None or (shape not in _SHAPES and len(_SHAPES) >= limit - 1):
         return False
+    _SHAPES.add(shape)
     for t in args[:7]:
         torch._dynamo.mark_dynamic(t, 0)
     try:
