@@ -10,13 +10,13 @@ ignores strides, which is why the parameters are probe-major) go to one call; a 
 learning rates is 8 calls per step, not 8x the traffic. ``tests/test_probe_engine.py`` checks both
 paths against ``torch.optim.AdamW``.
 
-Low-precision copies (``casts``): with bf16 matmuls the first layer's GEMMs read a bf16 copy of the
+The low-precision copy (``cast``): with bf16 matmuls the first layer's GEMMs read a bf16 copy of the
 fp32 master weights and write a bf16 gradient. Cast, update and cast back as three eager passes move
 40 bytes a weight (an fp32 gradient copy 6, the fused kernel 28, the weight cast 6); one compiled
 pass (:func:`adamw_cast`: bf16 gradient in, fp32 state updated, bf16 copy out) moves 26, and ran
 1.9x faster than the three (16.7M weights, 2 threads: 11.2 vs 21.1 ms; docs/LOG.md, seventh
 session). It is compiled with ``torch.compile`` (a C++ compiler at run time, a few seconds once per
-process, shapes dynamic) on CPUs only, for probes with at least :data:`COMPILE_MIN_WEIGHT_STEPS` of
+process and width, the probe axis dynamic) on CPUs only, for probes with at least :data:`COMPILE_MIN_WEIGHT_STEPS` of
 such work, so small sweeps never wait for it; where it cannot be compiled the eager passes run. The
 decision depends only on the probe's own size, so a probe's result does not depend on its group.
 One compile serves every group size of one (H, D); past Dynamo's recompile limit (8 widths in a
