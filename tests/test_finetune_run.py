@@ -18,7 +18,7 @@ from layerprobe.extract.runner import run_extract
 from layerprobe.testing.images import make_dataset
 from layerprobe.finetune import output
 from layerprobe.finetune.callbacks import COMPLETE_MARKER
-from layerprobe.finetune.config import PROBE_SPLIT_FRACTIONS, PROBE_SPLIT_SEED, FinetuneConfig, FinetuneError
+from layerprobe.finetune.config import FinetuneConfig, FinetuneError
 from layerprobe.finetune.run import resolve_task, run_finetune, run_identity
 from layerprobe.probe.config import SweepConfig
 from layerprobe.store import open_store
@@ -73,7 +73,7 @@ def test_adapter_folder_and_extract_with_it(tiny_checkpoint, small_set, tmp_path
 
 def test_split_defaults_are_the_probe_sweeps():
     fields = SweepConfig.__dataclass_fields__
-    assert (fields["split_seed"].default, fields["split_fractions"].default) == (PROBE_SPLIT_SEED, PROBE_SPLIT_FRACTIONS)
+    assert (fields["split_seed"].default, fields["split_fractions"].default) == (vocab.SPLIT_SEED, vocab.SPLIT_FRACTIONS)
 
 
 def test_existing_output_is_refused(tiny_checkpoint, small_set, tmp_path):

@@ -40,11 +40,6 @@ class FinetuneError(LayerprobeError):
     """A model, dataset, setting or output folder that fine-tuning cannot use (one line, with the fix)."""
 
 
-PROBE_SPLIT_SEED = vocab.SPLIT_SEED
-"""Seed of the split made for a dataset without a split column: the probe sweep's default."""
-PROBE_SPLIT_FRACTIONS = vocab.SPLIT_FRACTIONS
-"""Train/val/test fractions of that split: the probe sweep's default."""
-
 _RUNTIME_FIELDS = frozenset({"out", "progress", "num_workers", "save_steps"})
 """Fields that do not change the adapter's bytes (a resumed run may change them)."""
 

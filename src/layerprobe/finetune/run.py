@@ -42,7 +42,7 @@ from layerprobe.extract.model.loading import load_model
 from layerprobe.extract.model.prompt import render_prompt
 from layerprobe.extract.runner import default_instruction
 from layerprobe.finetune import output
-from layerprobe.finetune.config import PROBE_SPLIT_FRACTIONS, PROBE_SPLIT_SEED, FinetuneConfig, FinetuneError
+from layerprobe.finetune.config import FinetuneConfig, FinetuneError
 
 CHECKPOINTS = "checkpoints"
 
@@ -82,7 +82,7 @@ def resolve_task(cfg: FinetuneConfig) -> Task:
 
     try:
         (split,) = make_splits(labels, manifest.splits, np.ones(len(labels), dtype=bool), class_names=manifest.class_names,
-                               seed=PROBE_SPLIT_SEED, fractions=PROBE_SPLIT_FRACTIONS, where=f"dataset {manifest.name!r}")
+                               seed=vocab.SPLIT_SEED, fractions=vocab.SPLIT_FRACTIONS, where=f"dataset {manifest.name!r}")
     except FinetuneError:
         raise
     except Exception as err:  # ProbeError from the split checks: same wording, fine-tuning's type

@@ -14,7 +14,8 @@ does not apply to a run that writes one row, and a run killed midway leaves noth
 written last, atomically), so a rerun starts over.
 
 The row: ``run_id`` = ``vision_ce-`` + 12 hex of the run's identity (a hub id, the model's weight
-and config hashes, manifest hash, params, seed; a local folder's path is not part of it); ``store`` and ``adapter`` empty (no store is read, nothing is saved);
+and config hashes, manifest hash, params, seed; a local folder's path is not part of it);
+``store`` and ``adapter`` empty (no store is read, nothing is saved);
 ``preset`` = ``paper`` or ``custom`` (:attr:`VisionCEConfig.preset`), ``params`` = JSON of the
 settings; ``best_epoch`` = the kept epoch (1-based); ``matmul_dtype`` = the load dtype (``auto``
 resolved as extraction resolves it, :mod:`.dtype`; the reason is printed).
@@ -32,7 +33,7 @@ from typing import Any, NamedTuple
 
 from layerprobe import vocab
 from layerprobe.devices import parse_device
-from layerprobe.finetune.config import PROBE_SPLIT_FRACTIONS, PROBE_SPLIT_SEED, FinetuneError
+from layerprobe.finetune.config import FinetuneError
 from layerprobe.finetune.dtype import resolve_dtype
 from layerprobe.finetune.vision_ce_config import VisionCEConfig
 from layerprobe.store.fields import source_identity
@@ -125,8 +126,8 @@ def _row(cfg: VisionCEConfig, task: Any, trained: Trained, seconds: float, dtype
     for split in vocab.SCORED_SPLITS:
         for metric in vocab.METRICS:
             row[vocab.metric_column(split, metric)] = float(getattr(trained.scores[split], metric))
-    fractions = "/".join(f"{f:g}" for f in PROBE_SPLIT_FRACTIONS)
-    split = f"stratified seed={PROBE_SPLIT_SEED} fractions={fractions}" if task.split_source == "stratified" else "store"
+    fractions = "/".join(f"{f:g}" for f in vocab.SPLIT_FRACTIONS)
+    split = f"stratified seed={vocab.SPLIT_SEED} fractions={fractions}" if task.split_source == "stratified" else "store"
     row.update({"split": split, "n_folds": 1, "matmul_dtype": dtype, "best_epoch": trained.epoch, "chosen_c": None, "converged": None})
     return row
 

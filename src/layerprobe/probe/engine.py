@@ -10,8 +10,9 @@ Layout and why
   kernel needs to give probes their own lr.
 - The first layer runs as one GEMM per stream, ``W[g] @ x^T`` with ``W [G, Q*H, D]`` (the Q probes
   of stream g stacked, a view of the probe-major ``w1`` for any Q) and ``x [G, B, D]``; streams
-  (layers, seeds) are the batch axis of one ``bmm``. In bf16 ``W`` is a per-step contiguous cast of
-  the fp32 master weights; in fp32 it is the master weights themselves.
+  (layers, seeds) are the batch axis of one ``bmm``. In bf16 ``W`` is a contiguous bf16 copy of the
+  fp32 master weights that the optimizer refreshes as it updates them (``BatchedAdamW(cast=...)``);
+  in fp32 it is the master weights themselves.
 - Hidden activations are transposed, ``[P, H, B]``, so the weight gradient ``da [G, Q*H, B] @ x``
   lands probe-major with no transposed batch operand (``x^T @ da`` made the GEMM copy ``x`` first:
   3.1 vs 2.1 ms for 8 x 256 x 4096 x 256 in bf16).

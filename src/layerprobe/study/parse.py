@@ -179,12 +179,10 @@ class _Reader:
         """The trainers split a dataset without its own splits as the probe sweep does by default;
         a probe grid that splits otherwise would test probes and P_final of a fine-tuned model on
         images it was trained on."""
-        from layerprobe.finetune.config import PROBE_SPLIT_FRACTIONS, PROBE_SPLIT_SEED
-
-        if probe.kfold is not None or probe.split_seed != PROBE_SPLIT_SEED or tuple(probe.split_fractions) != PROBE_SPLIT_FRACTIONS:
+        if probe.kfold is not None or probe.split_seed != vocab.SPLIT_SEED or tuple(probe.split_fractions) != vocab.SPLIT_FRACTIONS:
             raise self.fail(
                 f"[probe] kfold, split_seed or split_fractions differ from the split the fine-tuning arms train on (seed "
-                f"{PROBE_SPLIT_SEED}, fractions {PROBE_SPLIT_FRACTIONS}, no k-fold): probes and P_final would be tested on images the "
+                f"{vocab.SPLIT_SEED}, fractions {vocab.SPLIT_FRACTIONS}, no k-fold): probes and P_final would be tested on images the "
                 "fine-tuned model saw; remove them from [probe], or run the base arm alone"
             )
 
