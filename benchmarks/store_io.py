@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from layerprobe.store import StoreWriter, open_store
+from layerprobe.store import StoreWriter, chunkio, open_store
 from layerprobe.testing.stores import synthetic_batch, synthetic_run
 
 SITES = {"vision/mean": (24, 1024), "llm/image_mean": (33, 1024), "llm/final_token": (33, 1024)}
@@ -246,7 +246,8 @@ def _bench_checked(path: Path, full) -> float:
                                               lambda name: store.read_slabs(name, dtype=torch.bfloat16))
     ratio = statistics.median(ratios)
     q = statistics.quantiles(ratios, n=4)
-    print(f"full-site read checked against commit records (schema {store.header.schema_version}, {store.plan.checksum} per chunk):"
+    print(f"full-site read checked against commit records (schema {store.header.schema_version}, {store.plan.checksum} per chunk,"
+          f" {chunkio.checked_read_method(store.plan.checksum)}):"
           f" unchecked {n_read / sum(t_off) / 1e9:.2f} GB/s, checked {n_read / sum(t_on) / 1e9:.2f} GB/s -> ratio {ratio:.2f}x"
           f" (median of {len(ratios)} pairs, quartiles {q[0]:.2f}-{q[2]:.2f})")
     return ratio

@@ -132,10 +132,16 @@ def test_zlib_gives_the_same_crc32_when_isal_is_missing(tmp_path, monkeypatch):
         chunkio._crc32.cache_clear()
 
 
-@pytest.mark.parametrize("version", sorted(CHUNK_CHECKSUMS))
-def test_checked_reads_hash_every_piece_and_the_padding(tmp_path, monkeypatch, version):
-    """Pieces smaller than a chunk and not dividing it: every byte, padding included, is hashed once."""
+@pytest.mark.parametrize(("version", "fused"), [(3, True), (3, False), (2, False)], ids=["crc32-one-pass", "crc32-pieces", "xxh3-pieces"])
+def test_checked_reads_hash_every_piece_and_the_padding(tmp_path, monkeypatch, version, fused):
+    """Pieces smaller than a chunk and not dividing it (or the compiled one-pass copy + CRC): every
+    byte, padding included, is hashed once."""
+    assert sorted(CHUNK_CHECKSUMS) == [2, 3]
     path, _ = _store(tmp_path / "run.zarr", version)
+    if fused and chunkio._fused_copy_crc32() is None:
+        pytest.skip("layerprobe.store._crc32copy is not built here (tests/test_store_crc32copy.py says why)")
+    if not fused:
+        monkeypatch.setattr(chunkio, "_fused_copy_crc32", lambda: None)
     monkeypatch.setattr(chunkio, "CHECK_PIECE", 1000)  # a chunk here is 16 x 48 x 2 = 1536 bytes
     store = open_store(path)
     assert np.array_equal(store.read_bits(SITE), store.read_bits(SITE, check=False))
