@@ -59,22 +59,65 @@ class Features(NamedTuple):
 
 
 def prepare_features(x_lnd: torch.Tensor, labels: np.ndarray, split: Split, device: torch.device | str = "cpu") -> Features:
-    """Cut ``x_lnd`` (all store rows, any float dtype) by ``split`` and standardise on its train rows."""
-    if x_lnd.dim() == 2:
-        x_lnd = x_lnd.unsqueeze(0)
-    index = [torch.as_tensor(idx, dtype=torch.int64) for idx in (split.train, split.val, split.test)]
-    parts = [x_lnd.index_select(1, i.to(x_lnd.device)).to(device=device, dtype=torch.float32) for i in index]
-    n_bad = sum((~torch.isfinite(p)).sum(dim=(1, 2)) for p in parts)
+    """Cut ``x_lnd`` (all store rows, any float dtype) by ``split`` and standardise on its train rows.
+
+    Equal to :func:`prepare_features_reference` up to fp32 rounding (tests/test_probe_features.py),
+    in about a fifth of its time at Chest-Xray's size (8 layers x 5,216 train rows x 4,096: 0.7 vs
+    3.8 s here): torch's ``isfinite`` and ``std_mean`` over the row axis of ``[L, N, D]`` run at
+    well under 1 GB/s, while a sum over it runs at memory speed. So finiteness is read off sums
+    (:func:`_non_finite_counts`) and the variance is the mean square of the centred rows, one layer
+    at a time (the two-pass formula; no ``[L, N, D]`` temporary).
+    """
+    parts, y, index = _cut(x_lnd, labels, split, device)
+    n_bad = _non_finite_counts(parts)
     finite = n_bad == 0
     if not bool(finite.all()):
         for p in parts:
             p.masked_fill_(~finite[:, None, None], 0.0)
+    mean_l1d = parts[0].mean(dim=1, keepdim=True)
+    for p in parts:
+        p.sub_(mean_l1d)
+    std_l1d = torch.stack([train_nd.square().mean(dim=0) for train_nd in parts[0]]).sqrt_().unsqueeze(1)
+    std_l1d = torch.where(std_l1d > 0, std_l1d, torch.ones_like(std_l1d))
+    for p in parts:
+        p.div_(std_l1d)
+    return Features(*parts, *(y[i].to(device) for i in index), finite.cpu(), n_bad.cpu())
+
+
+def prepare_features_reference(x_lnd: torch.Tensor, labels: np.ndarray, split: Split, device: torch.device | str = "cpu") -> Features:
+    """The plain version of :func:`prepare_features` (``isfinite`` counts, ``std_mean``), kept to test it against."""
+    parts, y, index = _cut(x_lnd, labels, split, device)
+    n_bad = sum((~torch.isfinite(p)).sum(dim=(1, 2)) for p in parts)
+    finite = n_bad == 0
+    for p in parts:
+        p.masked_fill_(~finite[:, None, None], 0.0)
     std_l1d, mean_l1d = torch.std_mean(parts[0], dim=1, correction=0, keepdim=True)
     std_l1d = torch.where(std_l1d > 0, std_l1d, torch.ones_like(std_l1d))
     for p in parts:
         p.sub_(mean_l1d).div_(std_l1d)
-    y = torch.tensor(np.asarray(labels), dtype=torch.int64)
     return Features(*parts, *(y[i].to(device) for i in index), finite.cpu(), n_bad.cpu())
+
+
+def _cut(x_lnd: torch.Tensor, labels: np.ndarray, split: Split, device: torch.device | str) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+    """The train/val/test rows of ``x_lnd`` as fp32 ``[L, n, D]`` copies on ``device``, the labels, the row indices."""
+    if x_lnd.dim() == 2:
+        x_lnd = x_lnd.unsqueeze(0)
+    index = [torch.as_tensor(idx, dtype=torch.int64) for idx in (split.train, split.val, split.test)]
+    parts = [x_lnd.index_select(1, i.to(x_lnd.device)).to(device=device, dtype=torch.float32) for i in index]
+    return parts, torch.tensor(np.asarray(labels), dtype=torch.int64), index
+
+
+def _non_finite_counts(parts: list[torch.Tensor]) -> torch.Tensor:
+    """``[L]`` NaN/Inf values per layer over ``parts``. A NaN or an Inf makes its feature's sum
+    non-finite, so only layers with a non-finite sum are counted value by value (a sum of finite
+    values that overflows is one of them, and counts 0)."""
+    suspect = torch.zeros(parts[0].shape[0], dtype=torch.bool, device=parts[0].device)
+    for p in parts:
+        suspect |= ~torch.isfinite(p.sum(dim=1)).all(dim=1)
+    n_bad = torch.zeros(suspect.shape, dtype=torch.int64, device=suspect.device)
+    for layer in suspect.nonzero().flatten().tolist():
+        n_bad[layer] = sum(int((~torch.isfinite(p[layer])).sum()) for p in parts)
+    return n_bad
 
 
 def balanced_class_weight(y_train: torch.Tensor, n_classes: int) -> torch.Tensor:
