@@ -70,7 +70,7 @@ def time_tiny(work: Path, workers: int) -> dict[str, float]:
     import ray
 
     from layerprobe.study import run_study
-    from layerprobe.study.engines.ray_engine import local_instance_options
+    from layerprobe.study.engines.ray_engine import local_instance_options, stop_local_instance
 
     study = work / TINY_EXAMPLE.name
     shutil.copy(TINY_EXAMPLE, study)
@@ -78,16 +78,16 @@ def time_tiny(work: Path, workers: int) -> dict[str, float]:
     run_study(_with_out(study, "warm"), echo=None)  # imports and page cache warm for both engines
     on_ray = {"engine": "ray", "workers": workers, "echo": None}
     t = {"local": _timed(run_study, _with_out(study, "local"), echo=None)}
-    # Cold: what the engine does when it starts the instance itself (same options), phase by phase.
+    # Cold: what the engine does when it starts the instance itself (same options, same stop), phase by phase.
     t["ray.init"] = _timed(ray.init, **local_instance_options(workers))
     t["cold study"] = _timed(run_study, _with_out(study, "ray-cold"), **on_ray)
-    t["ray.shutdown"] = _timed(ray.shutdown)
+    t["ray.shutdown"] = _timed(stop_local_instance)
     ray.init(**local_instance_options(workers))
     try:
         run_study(_with_out(study, "ray-warmup"), **on_ray)  # workers import torch once
         t["warm study"] = _timed(run_study, _with_out(study, "ray-warm"), **on_ray)
     finally:
-        ray.shutdown()
+        stop_local_instance()
     for engine in ("local", "ray"):  # one command each, in a fresh interpreter: both pay the imports
         t[f"fresh {engine}"] = _timed(subprocess.run, [sys.executable, "-c", _ONE_COMMAND, str(_with_out(study, f"fresh-{engine}")), engine, str(workers)], check=True)
     return t

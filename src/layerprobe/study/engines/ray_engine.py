@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing
 import socket
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -45,6 +46,22 @@ def local_instance_options(workers: int | None) -> dict[str, Any]:
     ``docs/study.md`` ("What a local Ray instance costs").
     """
     return {"num_cpus": workers, "include_dashboard": False, "log_to_driver": False}
+
+
+def stop_local_instance() -> None:
+    """Stop the local instance this process started: ``ray.shutdown``, less a second of waiting.
+
+    ``ray.shutdown`` stops the GCS first and then sends the autoscaler monitor SIGTERM; the
+    monitor's handler tries to report its exit to the stopped GCS, so Ray waits out its 1 s grace
+    period and sends SIGKILL anyway. The monitor keeps nothing a run needs (one node, nothing to
+    scale), so it gets that SIGKILL first. Ray's private node handle may move between releases;
+    without it this is plain ``ray.shutdown``.
+    """
+    node = getattr(sys.modules.get("ray._private.worker"), "_global_node", None)
+    kill = getattr(node, "_kill_process_type", None)
+    if kill is not None:
+        kill("monitor", allow_graceful=False, check_alive=False)
+    ray.shutdown()
 
 
 def connect(address: str | None, workers: int | None) -> bool:
@@ -132,7 +149,7 @@ class RayEngine:
 
     def close(self) -> None:
         if self.owned:
-            ray.shutdown()
+            stop_local_instance()
 
 
 def _result(ref: Any) -> Any:
