@@ -144,7 +144,7 @@ class RayEngine:
             return [shard.remote(step, k, n) for k in range(n)]
         if isinstance(step, ProbeStep):
             part = _probe_part.options(num_cpus=cpus, max_retries=MAX_RETRIES)
-            return [part.remote(cfg) for cfg in step.part_configs(self.parts)]
+            return [part.remote(step, changes) for changes in step.parts(self.parts)]
         return [_step.options(num_cpus=cpus, num_gpus=gpus, max_retries=MAX_RETRIES).remote(step)]
 
     def close(self) -> None:
@@ -204,11 +204,12 @@ def _extract_shard(step: ExtractStep, k: int, n: int) -> tuple[None, str | None]
 
 
 @ray.remote
-def _probe_part(cfg: Any) -> tuple[Any, str | None]:
-    """One part of a probe sweep: ``(its table, None)`` or ``(None, error)``."""
+def _probe_part(step: ProbeStep, changes: dict[str, Any]) -> tuple[Any, str | None]:
+    """One part of a probe sweep (``step.config(**changes)``, its device parsed on this worker):
+    ``(its table, None)`` or ``(None, error)``."""
     from layerprobe.probe.sweep import run_sweep
 
     try:
-        return run_sweep(cfg), None
+        return run_sweep(step.config(**changes)), None
     except Exception as err:  # noqa: BLE001 -- the step's error
         return None, one_line(err)
