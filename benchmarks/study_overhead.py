@@ -4,9 +4,10 @@ What is timed:
 1. The tiny study (``examples/tiny-study.toml``: 2 tiny models x 1 synthetic dataset x base arm;
    extract, probe, fhs, report) end to end on the local engine (after a warm-up run, so torch and
    transformers are imported), then on the ray engine with ``--workers`` CPUs, each into a fresh
-   output root. Ray is timed twice: cold (``ray.init``, the study on fresh workers, ``ray.shutdown``,
-   timed apart: what the engine does when it starts the instance) and warm (an instance whose
-   workers ran a study already: the scheduling overhead). Target <= 1.2x local for both. The cold
+   output root. Ray is timed twice: cold (``ray.init``, the study on fresh workers, and the engine's
+   stop, ``stop_local_instance`` (``ray.shutdown``, the monitor killed first), timed apart: what the
+   engine does when it starts the instance) and warm (an instance whose workers ran a study
+   already: the scheduling overhead). Target <= 1.2x local for both. The cold
    breakdown is printed: the workers' first use (imports, the first extraction in a process) is the
    cold study minus the warm one, and the floor is local + ray.init + ray.shutdown + first use.
    Last, one command per engine in a fresh interpreter (both pay the imports; no target).
