@@ -4,9 +4,10 @@ What is timed:
 1. The tiny study (``examples/tiny-study.toml``: 2 tiny models x 1 synthetic dataset x base arm;
    extract, probe, fhs, report) end to end on the local engine (after a warm-up run, so torch and
    transformers are imported), then on the ray engine with ``--workers`` CPUs, each into a fresh
-   output root. Ray is timed twice: cold (``ray.init``, the study on fresh workers, ``ray.shutdown``,
-   timed apart: what the engine does when it starts the instance) and warm (an instance whose
-   workers ran a study already: the scheduling overhead). Target <= 1.2x local for both. The cold
+   output root. Ray is timed twice: cold (``ray.init``, the study on fresh workers, and the engine's
+   stop, ``stop_local_instance`` (``ray.shutdown``, the monitor killed first), timed apart: what the
+   engine does when it starts the instance) and warm (an instance whose workers ran a study
+   already: the scheduling overhead). Target <= 1.2x local for both. The cold
    breakdown is printed: the workers' first use (imports, the first extraction in a process) is the
    cold study minus the warm one, and the floor is local + ray.init + ray.shutdown + first use.
    Last, one command per engine in a fresh interpreter (both pay the imports; no target).
@@ -70,7 +71,7 @@ def time_tiny(work: Path, workers: int) -> dict[str, float]:
     import ray
 
     from layerprobe.study import run_study
-    from layerprobe.study.engines.ray_engine import local_instance_options
+    from layerprobe.study.engines.ray_engine import local_instance_options, stop_local_instance
 
     study = work / TINY_EXAMPLE.name
     shutil.copy(TINY_EXAMPLE, study)
@@ -78,16 +79,16 @@ def time_tiny(work: Path, workers: int) -> dict[str, float]:
     run_study(_with_out(study, "warm"), echo=None)  # imports and page cache warm for both engines
     on_ray = {"engine": "ray", "workers": workers, "echo": None}
     t = {"local": _timed(run_study, _with_out(study, "local"), echo=None)}
-    # Cold: what the engine does when it starts the instance itself (same options), phase by phase.
+    # Cold: what the engine does when it starts the instance itself (same options, same stop), phase by phase.
     t["ray.init"] = _timed(ray.init, **local_instance_options(workers))
     t["cold study"] = _timed(run_study, _with_out(study, "ray-cold"), **on_ray)
-    t["ray.shutdown"] = _timed(ray.shutdown)
+    t["ray.shutdown"] = _timed(stop_local_instance)
     ray.init(**local_instance_options(workers))
     try:
         run_study(_with_out(study, "ray-warmup"), **on_ray)  # workers import torch once
         t["warm study"] = _timed(run_study, _with_out(study, "ray-warm"), **on_ray)
     finally:
-        ray.shutdown()
+        stop_local_instance()
     for engine in ("local", "ray"):  # one command each, in a fresh interpreter: both pay the imports
         t[f"fresh {engine}"] = _timed(subprocess.run, [sys.executable, "-c", _ONE_COMMAND, str(_with_out(study, f"fresh-{engine}")), engine, str(workers)], check=True)
     return t

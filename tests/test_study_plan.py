@@ -212,19 +212,31 @@ def test_cli_study_help_and_dry_run(tiny_study, capsys):
     assert "pending" in capsys.readouterr().err
 
 
+def test_planning_imports_no_torch(tiny_study):
+    """A Ray driver only plans and merges: reading and planning the study leaves torch unimported
+    (about a second of a fresh command), and each probe part makes its config, device included,
+    on the worker that runs it."""
+    import subprocess
+
+    code = ("import sys; from layerprobe.study import load_study, plan_study; "
+            "plan = plan_study(load_study(sys.argv[1])); print(len(plan.steps), 'torch' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code, str(tiny_study)], capture_output=True, text=True, check=True).stdout
+    assert out.split()[-1] == "False", out
+
+
 def test_probe_parts_merge_into_the_single_sweep_table(tiny_study):
     """The Ray engine's split of a probe sweep (site x layer runs), run here, equals one sweep."""
     study = variant(tiny_study, "parts.toml", out="parts-out")
     result = run_study(study, echo=None)
     probe = next(s for s in result.plan.steps if s.kind == vocab.STEP_PROBE)
-    parts = probe.part_configs(3)
+    parts = probe.parts(3)
     assert len(parts) > 3
     from dataclasses import replace
 
     from layerprobe.probe.sweep import run_sweep
 
     merged = replace(probe, out=probe.out.with_name("merged.parquet"))
-    merged.merge([run_sweep(cfg) for cfg in parts])
+    merged.merge([run_sweep(probe.config(**changes)) for changes in parts])
     key = list(vocab.PROBE_KEY)
     a, b = (pl.read_parquet(p).drop("train_seconds").sort(key) for p in (probe.out, merged.out))
     assert a.equals(b)

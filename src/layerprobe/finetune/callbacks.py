@@ -25,13 +25,10 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from layerprobe import vocab
+from layerprobe.finetune.output import COMPLETE_MARKER, EVAL_ACCURACY
 
-COMPLETE_MARKER = "layerprobe-complete"
-"""File written last into a checkpoint folder: the checkpoint is whole."""
 BEST_DIR = "best"
 """Folder (in the run's work folder) holding the best adapter so far and ``best.json``."""
-EVAL_ACCURACY = f"eval_{vocab.ACCURACY}"
 
 
 def eval_key(entry: dict[str, Any]) -> tuple[float, float]:

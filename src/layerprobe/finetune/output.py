@@ -30,9 +30,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from layerprobe import vocab
-from layerprobe.finetune.callbacks import COMPLETE_MARKER, EVAL_ACCURACY
 from layerprobe.finetune.config import FinetuneError
 
+# Here rather than in .callbacks: extract reads arm facts from this module, and .callbacks imports
+# transformers' Trainer modules (and peft) that an extraction never uses.
+COMPLETE_MARKER = "layerprobe-complete"
+"""File written last into a checkpoint folder: the checkpoint is whole."""
+EVAL_ACCURACY = f"eval_{vocab.ACCURACY}"
 METADATA_FILE = "layerprobe-finetune.json"
 STEPS_FILE = "steps.parquet"
 CURVE_FILE = "training_curve.png"

@@ -215,10 +215,11 @@ class SweepConfig:
     """Seed of the stratified split (used when the store has no split column, or for k-fold)."""
     split_fractions: tuple[float, float, float] = vocab.SPLIT_FRACTIONS
     """Train/val/test fractions of a stratified split made here."""
-    device: str | torch.device = "cpu"
+    device: str | torch.device | None = "cpu"
     """Torch device for training (``auto`` = CUDA when present, ``cpu``, ``cuda``, ``cuda:1``).
     Parsed on construction (so an unknown or absent device fails here): the field then holds the
-    ``torch.device``."""
+    ``torch.device``. None only in a template whose sweeps each name their own device where they
+    run (a study's grid): nothing trains on it, and it is built without importing torch."""
     dtype: str = vocab.AUTO
     """Matmul dtype of MLP probes: ``auto`` = bfloat16 (fp32 master weights) where the device has
     native bf16 matmuls and the batch is large enough to be compute-bound, else float32."""
@@ -278,6 +279,8 @@ class SweepConfig:
             object.__setattr__(self, "layers", parse_layers(self.layers))
         except LayerprobeError as err:
             raise ProbeError(str(err)) from None
+        if self.device is None:
+            return
         import torch
 
         if not isinstance(self.device, torch.device):

@@ -212,8 +212,9 @@ class _Reader:
                 kwargs["linear"] = LinearSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs["linear"].items()})
             if "max_memory" in kwargs:
                 kwargs["max_memory"] = parse_memory(kwargs["max_memory"])
-            # device is parsed where each sweep runs (ProbeStep.device): this machine may have no GPU
-            return SweepConfig(stores=(PLACEHOLDER_STORE,), progress=False, device="cpu", **kwargs)
+            # device is parsed where each sweep runs (ProbeStep.device): this machine may have no GPU,
+            # and a Ray driver that only plans need not import torch
+            return SweepConfig(stores=(PLACEHOLDER_STORE,), progress=False, device=None, **kwargs)
         except LayerprobeError as err:
             raise self.fail(f"[probe]: {err}") from None
         except TypeError as err:

@@ -146,14 +146,16 @@ class ProbeStep(Step):
         run_sweep(self.config(self.out))
         return []
 
-    def part_configs(self, n_parts: int) -> list[SweepConfig]:
-        """The sweep cut into about ``n_parts`` sweeps of one site and a run of its layers each."""
+    def parts(self, n_parts: int) -> list[dict[str, Any]]:
+        """The sweep cut into about ``n_parts`` sweeps of one site and a run of its layers each: the
+        changes to :meth:`config` of each, so that a part's config (and its device) is made where it
+        runs."""
         from layerprobe.store import open_store
 
         store = open_store(self.store)
         sites = [s for s in (self.sweep.sites or tuple(store.sites)) if s != vocab.ANSWER_SITE and s in store.sites]
         if not sites:  # let run_sweep say what is wrong, in one line
-            return [self.config()]
+            return [{}]
         layers = {s: self.sweep.layers.resolve(len(store.sites[s].layer_names)) for s in sites}
         total = sum(len(v) for v in layers.values())
         parts = []
@@ -161,7 +163,7 @@ class ProbeStep(Step):
             chosen = list(layers[site])
             pieces = max(1, min(len(chosen), round(n_parts * len(chosen) / total)))
             size = -(-len(chosen) // pieces)
-            parts.extend(self.config(sites=(site,), layers=chosen[i : i + size]) for i in range(0, len(chosen), size))
+            parts.extend({"sites": (site,), "layers": chosen[i : i + size]} for i in range(0, len(chosen), size))
         return parts
 
     def merge(self, frames: list[pl.DataFrame]) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing
 import socket
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -45,6 +46,22 @@ def local_instance_options(workers: int | None) -> dict[str, Any]:
     ``docs/study.md`` ("What a local Ray instance costs").
     """
     return {"num_cpus": workers, "include_dashboard": False, "log_to_driver": False}
+
+
+def stop_local_instance() -> None:
+    """Stop the local instance this process started: ``ray.shutdown``, less a second of waiting.
+
+    ``ray.shutdown`` stops the GCS first and then sends the autoscaler monitor SIGTERM; the
+    monitor's handler tries to report its exit to the stopped GCS, so Ray waits out its 1 s grace
+    period and sends SIGKILL anyway. The monitor keeps nothing a run needs (one node, nothing to
+    scale), so it gets that SIGKILL first. Ray's private node handle may move between releases;
+    without it this is plain ``ray.shutdown``.
+    """
+    node = getattr(sys.modules.get("ray._private.worker"), "_global_node", None)
+    kill = getattr(node, "_kill_process_type", None)
+    if kill is not None:
+        kill("monitor", allow_graceful=False, check_alive=False)
+    ray.shutdown()
 
 
 def connect(address: str | None, workers: int | None) -> bool:
@@ -127,12 +144,12 @@ class RayEngine:
             return [shard.remote(step, k, n) for k in range(n)]
         if isinstance(step, ProbeStep):
             part = _probe_part.options(num_cpus=cpus, max_retries=MAX_RETRIES)
-            return [part.remote(cfg) for cfg in step.part_configs(self.parts)]
+            return [part.remote(step, changes) for changes in step.parts(self.parts)]
         return [_step.options(num_cpus=cpus, num_gpus=gpus, max_retries=MAX_RETRIES).remote(step)]
 
     def close(self) -> None:
         if self.owned:
-            ray.shutdown()
+            stop_local_instance()
 
 
 def _result(ref: Any) -> Any:
@@ -187,11 +204,12 @@ def _extract_shard(step: ExtractStep, k: int, n: int) -> tuple[None, str | None]
 
 
 @ray.remote
-def _probe_part(cfg: Any) -> tuple[Any, str | None]:
-    """One part of a probe sweep: ``(its table, None)`` or ``(None, error)``."""
+def _probe_part(step: ProbeStep, changes: dict[str, Any]) -> tuple[Any, str | None]:
+    """One part of a probe sweep (``step.config(**changes)``, its device parsed on this worker):
+    ``(its table, None)`` or ``(None, error)``."""
     from layerprobe.probe.sweep import run_sweep
 
     try:
-        return run_sweep(cfg), None
+        return run_sweep(step.config(**changes)), None
     except Exception as err:  # noqa: BLE001 -- the step's error
         return None, one_line(err)
