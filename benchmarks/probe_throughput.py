@@ -26,28 +26,23 @@ beside it, and every share of peak divides by a peak measured right after the ti
   of the paper's whole probe budget on this machine (16 models x 3 datasets: BUSI 780, COVID-CT
   746, Chest-Xray 5,856 images with train splits of 468 (60%), 425 and 5,216 (official); a
   7B model's sites: 24 vision blocks of 1024, connector 2 x 4096, LLM 33 layers x 2 sites of 4096;
-  2 seeds; fast and paper presets), from the measured seconds per unit of n_train x width (for
-  the fast preset measured at both BUSI's and Chest-Xray's training-set size, since its batch
-  depends on the size: ``ProbeSpec.min_steps``).
+  2 seeds; fast and paper presets), from seconds per unit of n_train x width measured with the
+  budget's recipe at both widths and both training-set sizes (``_budget.py``).
 - ``threads``: a small sweep with the engine's thread choice vs 1 thread vs torch's default.
 
 The last line, ``probe_throughput final: k=v(ok|MISS) ... -> targets met|TARGETS MISSED``, judges the
 sections that ran. Run: ``python benchmarks/probe_throughput.py`` (about 15-25 minutes on a
 2-core CPU with the defaults); smoke run: ``--samples 200 --hidden 64 --pairs 1 --fast-layers 2
---thousands-hidden 32 --thousands-samples 120``.
+--thousands-hidden 32 --thousands-samples 120 --budget-widths 32``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import itertools
 import json
 import math
-import os
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -57,7 +52,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from _pairs import copy_gbps, gemm_gflops, pair_ratios, peak_rss_mib, run_rounds, spread, timed
+from _budget import thousands, thousands_child
+from _pairs import copy_gbps, gemm_gflops, pair_ratios, run_rounds, spread, timed
 from layerprobe import vocab
 from layerprobe.hardware import cpu_bf16_features, free_cores, last_level_cache_bytes
 from layerprobe.probe.config import PRESETS, SweepConfig
@@ -79,9 +75,6 @@ TARGETS = {
     "fast_matmul_peak": (">=", 70.0), "engine_vs_ensemble_fast": (">=", 2.0), "budget_fast_min": ("<=", 30.0),
     "threads_auto_vs_1": (">=", 0.9),
 }  # fmt: skip
-PAPER_BUDGET = {"models": 16, "seeds": 2, "train_rows": {"BUSI": 468, "COVID-CT": 425, "Chest-Xray": 5216},
-                "widths": [1024] * 24 + [4096] * 2 + [4096] * 66}  # fmt: skip
-"""The paper's probe budget (issue 14, item 5): train rows per dataset; one width per probed layer of a 7B model."""
 SUITE = (("2 classes, 180 rows x 64", 300, 2, 64, 4), ("10 classes, 1,080 rows x 1024", 1800, 10, 1024, 3),
          ("4 classes, 600 rows x 4096", 1000, 4, 4096, 2))  # fmt: skip
 """Synthetic shapes of the accuracy suite: (name, samples (60% train), classes, width, layers); a tiny
@@ -115,6 +108,8 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-memory", default="4GB", help="--max-memory of the thousands sweep")
     p.add_argument("--suite-scale", type=float, default=1.0, help="scales the accuracy suite's rows and widths (smoke runs: 0.1)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--budget-widths", type=lambda v: [int(w) for w in v.split(",")], default=None,
+                   help="widths of the budget samples (default 1024,4096: a 7B model's; smoke runs: 32)")
     p.add_argument("--child-thousands", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -368,77 +363,6 @@ def accuracy_suite(args: argparse.Namespace) -> dict[str, float]:
     print(f"accuracy suite: mean |delta acc| over {len(deltas)} shapes {mean:.2f} pt (per shape {', '.join(f'{d:.2f}' for d in deltas)}); "
           f"paper seed-to-seed {np.mean(spreads):.2f} pt")  # fmt: skip
     return {"fast_dacc": mean}
-
-
-# ------------------------------------------------------------------------------------ thousands
-
-
-def thousands_child(args: argparse.Namespace) -> dict:
-    from layerprobe.probe.config import parse_memory
-
-    n, d = args.thousands_samples, args.thousands_hidden
-    store = synthetic_store(n, d, {"vision/mean": 30, "llm/image_mean": 30, "llm/final_token": 30})
-    rss_data = peak_rss_mib()
-    lrs = tuple(float(f"{1e-3 * 2 ** (k / 2 - 2):.3g}") for k in range(8))
-    cfg = _sweep_cfg(args, preset="fast", kinds=(vocab.MLP,), seeds=(0, 1, 2), lrs=lrs, max_memory=parse_memory(args.max_memory), threads=args.threads)
-    start = time.perf_counter()
-    frame = sweep_stores(cfg, [store])
-    wall = time.perf_counter() - start
-    rss_sweep = peak_rss_mib()  # before the Chest-Xray-size store below exists
-    rows = frame.filter(pl.col("kind") == vocab.MLP)
-    paper_cfg = _sweep_cfg(args, preset="paper", kinds=(vocab.MLP,), sites=("llm/image_mean",), layers="0:4", threads=args.threads)
-    start = time.perf_counter()
-    paper = sweep_stores(paper_cfg, [store]).filter(pl.col("kind") == vocab.MLP)
-    paper_wall = time.perf_counter() - start
-    n_train = int(rows.get_column("n_train")[0])
-    # The fast preset at Chest-Xray's size: batch 256 there, but a shrunken batch (min_steps) at
-    # BUSI's, so seconds per row differ; both are measured. A 60% train split of this store holds
-    # as many training rows as Chest-Xray's official one.
-    big_rows = PAPER_BUDGET["train_rows"]["Chest-Xray"]
-    big = synthetic_store(math.ceil(big_rows / 0.6), d, {"llm/image_mean": 16})  # 32 probes: 8 were one group, its overheads unamortised
-    big_cfg = _sweep_cfg(args, preset="fast", kinds=(vocab.MLP,), seeds=(0, 1), threads=args.threads)
-    # Untimed: one probe of this size first, so that the compile of the optimizer's cast-and-update
-    # pass (probe/optim.py: once per process and width) is not spread over these 32 probes only.
-    sweep_stores(dataclasses.replace(big_cfg, layers="0:1", seeds=(0,)), [big])
-    start = time.perf_counter()
-    big_frame = sweep_stores(big_cfg, [big]).filter(pl.col("kind") == vocab.MLP)
-    big_wall = time.perf_counter() - start
-    return {"probes": rows.height, "wall": wall, "paper_probes": paper.height, "paper_wall": paper_wall, "n_train": n_train,
-            "big_probes": big_frame.height, "big_wall": big_wall, "big_n_train": int(big_frame.get_column("n_train")[0]),
-            "width": d, "peak_rss_mib": rss_sweep, "data_rss_mib": rss_data,
-            "failed": int((rows.get_column("status") != vocab.STATUS_OK).sum()),
-            "cuda_peak_mib": torch.cuda.max_memory_allocated() / (1 << 20) if torch.cuda.is_initialized() else None}  # fmt: skip
-
-
-def thousands(args: argparse.Namespace) -> dict[str, float]:
-    child = [sys.executable, __file__, "--child-thousands", "--thousands-samples", str(args.thousands_samples),
-             "--thousands-hidden", str(args.thousands_hidden), "--max-memory", args.max_memory, "--device", args.device]  # fmt: skip
-    if args.threads:
-        child += ["--threads", str(args.threads)]
-    proc = subprocess.run(child, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"thousands child failed:\n{proc.stderr[-3000:]}")
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
-    unit = r["n_train"] * r["width"]
-    fast_s_per_unit, paper_s_per_unit = r["wall"] / (r["probes"] * unit), r["paper_wall"] / (r["paper_probes"] * unit)
-    big_s_per_unit = r["big_wall"] / (r["big_probes"] * r["big_n_train"] * r["width"])
-    per_row_width = PAPER_BUDGET["models"] * PAPER_BUDGET["seeds"] * sum(PAPER_BUDGET["widths"])
-    rows = PAPER_BUDGET["train_rows"]
-    small_rows = sum(n for name, n in rows.items() if name != "Chest-Xray")
-    n_budget = PAPER_BUDGET["models"] * PAPER_BUDGET["seeds"] * len(rows) * len(PAPER_BUDGET["widths"])
-    # fast: BUSI and COVID-CT at the cost per unit measured at BUSI's size, Chest-Xray at its own size
-    fast_min = per_row_width * (small_rows * fast_s_per_unit + rows["Chest-Xray"] * big_s_per_unit) / 60
-    paper_min = per_row_width * sum(rows.values()) * paper_s_per_unit / 60
-    cuda_peak = "" if r["cuda_peak_mib"] is None else f", CUDA peak {r['cuda_peak_mib']:.0f} MiB allocated"
-    print(f"thousands: {r['probes']} fast probes (90 layers x 3 seeds x 8 lrs, {r['n_train']} train rows x {r['width']}) in {r['wall']:.1f}s = "
-          f"{r['probes'] / r['wall']:.1f} probes/s, {r['failed']} failed; peak RSS {r['peak_rss_mib']:.0f} MiB "
-          f"({r['data_rss_mib']:.0f} MiB with the store's data, before the sweep){cuda_peak} under --max-memory {args.max_memory}")  # fmt: skip
-    print(f"  paper preset sample: {r['paper_probes']} probes in {r['paper_wall']:.1f}s = {r['paper_probes'] / r['paper_wall']:.2f} probes/s")
-    print(f"  fast preset at Chest-Xray's size: {r['big_probes']} probes ({r['big_n_train']} train rows x {r['width']}) in {r['big_wall']:.1f}s; "
-          f"seconds per row x width: {big_s_per_unit:.3g} there, {fast_s_per_unit:.3g} at {r['n_train']} rows")  # fmt: skip
-    print(f"  projected paper budget ({n_budget:,} MLP probes: 16 models x 3 datasets x 92 layers x 2 seeds, training cost ~ rows x width): "
-          f"fast preset {fast_min:.1f} min, paper preset {paper_min / 60:.1f} h on this machine")  # fmt: skip
-    return {"thousands_probes_per_s": r["probes"] / r["wall"], "budget_fast_min": fast_min, "budget_paper_h": paper_min / 60}
 
 
 # ------------------------------------------------------------------------------------ threads

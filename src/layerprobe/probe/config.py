@@ -16,9 +16,11 @@ Design choices
   (-2.4 and +2.1 points on 180 and 360 training rows).
   Measured over ``benchmarks/probe_throughput.py``'s accuracy suite (3 synthetic shapes, 2-10
   classes, 180-1,080 training rows, 64-4,096 features, plus a tiny real extraction; 4 seeds, same
-  seed compared): mean |fast - paper| test accuracy 1.06-1.08 points with ``min_steps=8`` (per shape
-  0.74-1.69; the mean signed difference per shape -0.44 to +0.81), against 1.68-2.19 points without
-  it; the paper preset's own seed-to-seed spread there is 2.2-4.7 points (docs/LOG.md, "probe").
+  seed compared): mean |fast - paper| test accuracy 1.06-1.08 points with ``min_steps=8`` when it
+  was adopted (per shape 0.74-1.69; the mean signed difference per shape -0.44 to +0.81), against
+  1.68-2.19 points without it; 0.97-0.99 points in the full benchmark runs since (per shape
+  0.81-1.25, signed -0.10 to +0.50); the paper preset's own seed-to-seed spread there is 1.7-4.7
+  points (docs/LOG.md, "probe").
   Early stopping on the validation loss (``patience``) was tried for it and lost 1-3.5 points:
   the lowest-validation-loss epoch is underfit.
 - The sweep config holds runtime settings (device, memory, progress) next to the grid; only the

@@ -1,0 +1,133 @@
+"""The ``thousands`` section of probe_throughput.py: >= 2,000 probes from one store, and the projected
+wall time of the paper's whole probe budget on this machine (issue 14, item 5).
+
+The child process (``--child-thousands``, so its peak RSS is its own) runs:
+1. the thousands sweep: 90 layers x 3 seeds x 8 learning rates of the fast preset on a BUSI-size
+   store (``--thousands-samples`` x ``--thousands-hidden``): probes/s and peak RSS under
+   ``--max-memory``;
+2. the budget's samples: the fast preset as the budget trains it (one lr, seeds 0 and 1) at both
+   widths a 7B model's sites have (1024: vision blocks; 4096: connector and LLM) and at both
+   training-set sizes (BUSI's 468 rows, where ``min_steps`` shrinks the batch; Chest-Xray's 5,216,
+   batch 256), since seconds per (row x width) differ with both; each after an untimed one-probe
+   sweep of its shape, so the once-per-process compile of the optimizer's pass (probe/optim.py)
+   is not charged to a few probes; and a 4-probe sample of the paper preset (1024 wide, BUSI size).
+The projection: for every (dataset, width) of the budget, probes x rows x width x the seconds per
+unit measured at that width and at that dataset's size class (COVID-CT at BUSI's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from _pairs import peak_rss_mib
+from layerprobe import vocab
+from layerprobe.probe.config import SweepConfig, parse_memory
+from layerprobe.probe.sweep import sweep_stores
+from layerprobe.testing.stores import synthetic_store
+
+PAPER_BUDGET = {"models": 16, "seeds": 2, "train_rows": {"BUSI": 468, "COVID-CT": 425, "Chest-Xray": 5216},
+                "widths": {1024: 24, 4096: 2 + 66}}  # fmt: skip
+"""The paper's probe budget: train rows per dataset; probed layers of a 7B model per width (24 vision
+blocks of 1024; connector 2 and LLM 33 layers x 2 sites of 4096)."""
+SIZE_CLASS = {"BUSI": "small", "COVID-CT": "small", "Chest-Xray": "big"}
+"""Which measured training-set size stands for each dataset (the fast preset's batch depends on it)."""
+SAMPLE_LAYERS = {1024: 16, 4096: 8}
+"""Layers of each budget sample (x 2 seeds: 32 and 16 probes; 16 at other widths)."""
+
+
+def _cfg(args: argparse.Namespace, **kw) -> SweepConfig:  # type: ignore[no-untyped-def]
+    return SweepConfig(stores=(Path("bench.zarr"),), progress=False, device=args.device, kinds=(vocab.MLP,), threads=args.threads, **kw)
+
+
+def _mlp_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.filter(pl.col("kind") == vocab.MLP)
+
+
+def _budget_sample(args: argparse.Namespace, n_train: int, width: int) -> dict[str, float]:
+    """Seconds per (probe x train row x width) of the fast preset as the budget trains it."""
+    store = synthetic_store(math.ceil(n_train / 0.6), width, {"llm/image_mean": SAMPLE_LAYERS.get(width, 16)})
+    cfg = _cfg(args, preset="fast", seeds=(0, 1))
+    sweep_stores(dataclasses.replace(cfg, layers="0:1", seeds=(0,)), [store])  # untimed: compile, first calls
+    start = time.perf_counter()
+    frame = _mlp_rows(sweep_stores(cfg, [store]))
+    wall = time.perf_counter() - start
+    rows = int(frame.get_column("n_train")[0])
+    return {"probes": frame.height, "wall": wall, "n_train": rows, "s_per_unit": wall / (frame.height * rows * width)}
+
+
+def thousands_child(args: argparse.Namespace) -> dict:
+    n, d = args.thousands_samples, args.thousands_hidden
+    store = synthetic_store(n, d, {"vision/mean": 30, "llm/image_mean": 30, "llm/final_token": 30})
+    rss_data = peak_rss_mib()
+    lrs = tuple(float(f"{1e-3 * 2 ** (k / 2 - 2):.3g}") for k in range(8))
+    cfg = _cfg(args, preset="fast", seeds=(0, 1, 2), lrs=lrs, max_memory=parse_memory(args.max_memory))
+    start = time.perf_counter()
+    rows = _mlp_rows(sweep_stores(cfg, [store]))
+    wall = time.perf_counter() - start
+    rss_sweep = peak_rss_mib()  # before the budget samples' stores exist
+    paper_cfg = _cfg(args, preset="paper", sites=("llm/image_mean",), layers="0:4")
+    start = time.perf_counter()
+    paper = _mlp_rows(sweep_stores(paper_cfg, [store]))
+    paper_wall = time.perf_counter() - start
+    del store
+    widths = sorted(PAPER_BUDGET["widths"]) if args.budget_widths is None else args.budget_widths
+    sizes = {"small": PAPER_BUDGET["train_rows"]["BUSI"], "big": PAPER_BUDGET["train_rows"]["Chest-Xray"]}
+    samples = {f"{size} {w}": _budget_sample(args, rows_, w) for size, rows_ in sizes.items() for w in widths}
+    return {"probes": rows.height, "wall": wall, "paper_probes": paper.height, "paper_wall": paper_wall,
+            "n_train": int(rows.get_column("n_train")[0]), "width": d, "peak_rss_mib": rss_sweep, "data_rss_mib": rss_data,
+            "failed": int((rows.get_column("status") != vocab.STATUS_OK).sum()), "samples": samples,
+            "cuda_peak_mib": torch.cuda.max_memory_allocated() / (1 << 20) if torch.cuda.is_initialized() else None}  # fmt: skip
+
+
+def project(samples: dict[str, dict[str, float]]) -> float:
+    """Minutes of the fast preset's budget from the samples (a width not sampled takes the nearest one's cost)."""
+    sampled = sorted({int(key.split()[1]) for key in samples})
+    seconds = 0.0
+    for dataset, n_train in PAPER_BUDGET["train_rows"].items():
+        for width, n_layers in PAPER_BUDGET["widths"].items():
+            near = min(sampled, key=lambda w: abs(w - width))
+            unit = samples[f"{SIZE_CLASS[dataset]} {near}"]["s_per_unit"]
+            seconds += PAPER_BUDGET["models"] * PAPER_BUDGET["seeds"] * n_layers * n_train * width * unit
+    return seconds / 60
+
+
+def thousands(args: argparse.Namespace) -> dict[str, float]:
+    child = [sys.executable, sys.argv[0], "--child-thousands", "--thousands-samples", str(args.thousands_samples),
+             "--thousands-hidden", str(args.thousands_hidden), "--max-memory", args.max_memory, "--device", args.device]  # fmt: skip
+    if args.threads:
+        child += ["--threads", str(args.threads)]
+    if args.budget_widths:
+        child += ["--budget-widths", ",".join(map(str, args.budget_widths))]
+    proc = subprocess.run(child, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"thousands child failed:\n{proc.stderr[-3000:]}")
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    unit = r["n_train"] * r["width"]
+    paper_s_per_unit = r["paper_wall"] / (r["paper_probes"] * unit)
+    widths, rows = PAPER_BUDGET["widths"], PAPER_BUDGET["train_rows"]
+    n_budget = PAPER_BUDGET["models"] * PAPER_BUDGET["seeds"] * len(rows) * sum(widths.values())
+    fast_min = project(r["samples"])
+    paper_min = PAPER_BUDGET["models"] * PAPER_BUDGET["seeds"] * sum(n * w for w, n in widths.items()) * sum(rows.values()) * paper_s_per_unit / 60
+    cuda_peak = "" if r["cuda_peak_mib"] is None else f", CUDA peak {r['cuda_peak_mib']:.0f} MiB allocated"
+    print(f"thousands: {r['probes']} fast probes (90 layers x 3 seeds x 8 lrs, {r['n_train']} train rows x {r['width']}) in {r['wall']:.1f}s = "
+          f"{r['probes'] / r['wall']:.1f} probes/s, {r['failed']} failed; peak RSS {r['peak_rss_mib']:.0f} MiB "
+          f"({r['data_rss_mib']:.0f} MiB with the store's data, before the sweep){cuda_peak} under --max-memory {args.max_memory}")  # fmt: skip
+    print(f"  paper preset sample: {r['paper_probes']} probes in {r['paper_wall']:.1f}s = {r['paper_probes'] / r['paper_wall']:.2f} probes/s")
+    for key, s in r["samples"].items():
+        size, width = key.split()
+        print(f"  fast preset as the budget trains it ({size}: {s['n_train']} train rows x {width}): {s['probes']} probes in {s['wall']:.1f}s, "
+              f"{s['s_per_unit']:.3g} s per row x width")  # fmt: skip
+    print(f"  projected paper budget ({n_budget:,} MLP probes: 16 models x 3 datasets x {sum(widths.values())} layers x 2 seeds, "
+          f"each (dataset, width) at its measured cost per row x width): fast preset {fast_min:.1f} min, "
+          f"paper preset {paper_min / 60:.1f} h (from its {r['width']}-wide sample) on this machine")  # fmt: skip
+    return {"thousands_probes_per_s": r["probes"] / r["wall"], "budget_fast_min": fast_min, "budget_paper_h": paper_min / 60}
