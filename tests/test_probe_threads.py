@@ -115,3 +115,11 @@ def test_cli_passes_threads(monkeypatch, tmp_path) -> None:
     assert result.exit_code == 0 and seen["threads"] == 2, result.output
     result = CliRunner().invoke(probe, ["--help"])
     assert "--threads" in result.output
+
+
+def test_a_template_config_without_device_is_refused_in_one_line() -> None:
+    """A study's grid is a SweepConfig with device None (made without importing torch); run as is,
+    it stops with a ProbeError before any work, not an AttributeError deep in the sweep."""
+    store = synthetic_store(40, 8, SITES)
+    with pytest.raises(ProbeError, match="no device"):
+        sweep_stores(_cfg(device=None), [store])

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from layerprobe import vocab
-from layerprobe.errors import LayerprobeError
+from layerprobe.errors import LayerprobeError, ProbeError
 from layerprobe.hardware import choose_threads, last_level_cache_bytes, torch_threads
 from layerprobe.probe.grid import group_cache_bytes, streams_per_group
 
@@ -84,6 +84,8 @@ def sized_threads(sweep: Callable[[SweepConfig, list[StoreLike]], T]) -> Callabl
 
     @functools.wraps(sweep)
     def wrapper(cfg: SweepConfig, stores: list[StoreLike]) -> T:
+        if cfg.device is None:  # a study's grid template: each sweep made from it names its device
+            raise ProbeError("this sweep config has no device (a template); give it one (cpu, cuda or cuda:N) to run it")
         n, reason = sweep_threads(cfg, stores)
         log.info("probe sweep runs on %d torch thread(s): %s", n, reason)
         with torch_threads(n):
