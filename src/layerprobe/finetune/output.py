@@ -117,7 +117,7 @@ def library_versions() -> dict[str, str]:
     """The store's library versions (python, layerprobe, torch, transformers, peft, ...) plus the trainer's own."""
     from importlib import metadata as _metadata
 
-    from layerprobe.store.schema import library_versions as store_versions
+    from layerprobe.store.versions import library_versions as store_versions
 
     out = store_versions()
     for name in _TRAINING_PACKAGES:

@@ -25,7 +25,6 @@ import re
 from collections.abc import Callable
 from dataclasses import Field, dataclass, field, fields
 from functools import cache
-from importlib import metadata as _metadata
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -33,6 +32,7 @@ import numpy as np
 from layerprobe.errors import StoreError
 from layerprobe.store.fields import META_FROM_JSON, META_IDENTITY, META_OMIT_DEFAULT, META_SAME, META_TO_JSON, free_field, identity_field
 from layerprobe.store.fields import recorded_or_equal, same_source
+from layerprobe.store.versions import library_versions
 from layerprobe.vocab import ANSWER_SITE, BFLOAT16, COMPUTE_DTYPES
 from layerprobe.vocab import STORED_SPLITS as SPLITS  # the allowed values of the per-sample split column
 
@@ -50,8 +50,6 @@ schema-3 store with "upgrade layerprobe" instead of finding no valid commit reco
 
 _SITE_NAME = re.compile(r"^[a-z0-9_]+(/[a-z0-9_]+)*$")
 _RESERVED_SITE_NAMES = (ANSWER_SITE, "samples", "commits")
-
-_VERSIONED_PACKAGES = ("layerprobe", "numpy", "zarr", "torch", "transformers", "peft", "ml_dtypes")
 
 
 @dataclass(frozen=True)
@@ -279,19 +277,6 @@ def new_header(meta: RunMeta, sites: tuple[SiteSpec, ...], chunk_samples: int, n
         raise StoreError(f"site {nested[1]!r} would be nested inside site {nested[0]!r}; rename one of them")
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return StoreHeader(meta, tuple(sites), int(chunk_samples), int(n_samples), library_versions(), now, schema_version=schema_version)
-
-
-def library_versions() -> dict[str, str]:
-    """Installed versions of the packages that shape a store's bytes (metadata only, no imports)."""
-    import platform
-
-    out = {"python": platform.python_version()}
-    for name in _VERSIONED_PACKAGES:
-        try:
-            out[name] = _metadata.version(name)
-        except _metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 class StoredField(NamedTuple):
