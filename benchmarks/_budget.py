@@ -89,16 +89,17 @@ def thousands_child(args: argparse.Namespace) -> dict:
             "cuda_peak_mib": torch.cuda.max_memory_allocated() / (1 << 20) if torch.cuda.is_initialized() else None}  # fmt: skip
 
 
-def project(samples: dict[str, dict[str, float]]) -> float:
-    """Minutes of the fast preset's budget from the samples (a width not sampled takes the nearest one's cost)."""
+def project(samples: dict[str, dict[str, float]]) -> tuple[float, dict[int, int]]:
+    """Minutes of the fast preset's budget from the samples, and the budget widths that were not
+    sampled -> the sampled width whose cost stood in for them (smoke runs; printed as a warning)."""
     sampled = sorted({int(key.split()[1]) for key in samples})
+    stand_in = {w: min(sampled, key=lambda s: abs(s - w)) for w in PAPER_BUDGET["widths"]}
     seconds = 0.0
     for dataset, n_train in PAPER_BUDGET["train_rows"].items():
         for width, n_layers in PAPER_BUDGET["widths"].items():
-            near = min(sampled, key=lambda w: abs(w - width))
-            unit = samples[f"{SIZE_CLASS[dataset]} {near}"]["s_per_unit"]
+            unit = samples[f"{SIZE_CLASS[dataset]} {stand_in[width]}"]["s_per_unit"]
             seconds += PAPER_BUDGET["models"] * PAPER_BUDGET["seeds"] * n_layers * n_train * width * unit
-    return seconds / 60
+    return seconds / 60, {w: s for w, s in stand_in.items() if w != s}
 
 
 def thousands(args: argparse.Namespace) -> dict[str, float]:
@@ -116,7 +117,7 @@ def thousands(args: argparse.Namespace) -> dict[str, float]:
     paper_s_per_unit = r["paper_wall"] / (r["paper_probes"] * unit)
     widths, rows = PAPER_BUDGET["widths"], PAPER_BUDGET["train_rows"]
     n_budget = PAPER_BUDGET["models"] * PAPER_BUDGET["seeds"] * len(rows) * sum(widths.values())
-    fast_min = project(r["samples"])
+    fast_min, stand_in = project(r["samples"])
     paper_min = PAPER_BUDGET["models"] * PAPER_BUDGET["seeds"] * sum(n * w for w, n in widths.items()) * sum(rows.values()) * paper_s_per_unit / 60
     cuda_peak = "" if r["cuda_peak_mib"] is None else f", CUDA peak {r['cuda_peak_mib']:.0f} MiB allocated"
     print(f"thousands: {r['probes']} fast probes (90 layers x 3 seeds x 8 lrs, {r['n_train']} train rows x {r['width']}) in {r['wall']:.1f}s = "
@@ -127,6 +128,9 @@ def thousands(args: argparse.Namespace) -> dict[str, float]:
         size, width = key.split()
         print(f"  fast preset as the budget trains it ({size}: {s['n_train']} train rows x {width}): {s['probes']} probes in {s['wall']:.1f}s, "
               f"{s['s_per_unit']:.3g} s per row x width")  # fmt: skip
+    if stand_in:
+        print("  WARNING: budget widths not sampled, charged at another width's cost per row x width: "
+              + ", ".join(f"{w} at {s}'s" for w, s in stand_in.items()) + " (not a projection for this machine)")
     print(f"  projected paper budget ({n_budget:,} MLP probes: 16 models x 3 datasets x {sum(widths.values())} layers x 2 seeds, "
           f"each (dataset, width) at its measured cost per row x width): fast preset {fast_min:.1f} min, "
           f"paper preset {paper_min / 60:.1f} h (from its {r['width']}-wide sample) on this machine")  # fmt: skip

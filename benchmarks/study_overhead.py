@@ -89,7 +89,7 @@ def time_tiny(work: Path, workers: int, fresh_pairs: int) -> dict:
     # Cold: what the engine does when it starts the instance itself (same options, same stop), phase by phase.
     t["ray.init"] = _timed(ray.init, **local_instance_options(workers))
     t["cold study"] = _timed(run_study, _with_out(study, "ray-cold"), **on_ray)
-    t["ray.shutdown"] = _timed(stop_local_instance)
+    t["stop"] = _timed(stop_local_instance)
     ray.init(**local_instance_options(workers))
     try:
         run_study(_with_out(study, "ray-warmup"), **on_ray)  # workers import torch once
@@ -109,7 +109,7 @@ _ONE_COMMAND = "import sys; from layerprobe.study import run_study; run_study(sy
 def report_tiny(t: dict) -> tuple[list[str], dict[str, float]]:
     """The lines printed for the tiny study, and the two ratios with targets (fresh, warm)."""
     local, first_use = t["local"], t["cold study"] - t["warm study"]
-    in_process = t["ray.init"] + t["cold study"] + t["ray.shutdown"]
+    in_process = t["ray.init"] + t["cold study"] + t["stop"]
     fresh = [r / l for r, l in zip(t["fresh ray"], t["fresh local"], strict=True)]
     ratios = {"fresh_ray_vs_local": statistics.median(fresh), "warm_ray_vs_local": t["warm study"] / local}
     lines = [
@@ -119,7 +119,7 @@ def report_tiny(t: dict) -> tuple[list[str], dict[str, float]]:
         f"tiny study, warm: local engine {local:.1f} s, ray with instance and workers warm {t['warm study']:.1f} s: "
         f"{ratios['warm_ray_vs_local']:.2f}x (target <= 1.2x)",
         f"  no target: ray started in the warm local process {in_process:.1f} s ({in_process / local:.2f}x the warm local run) ="
-        f" ray.init {t['ray.init']:.1f} s + study {t['cold study']:.1f} s + stop {t['ray.shutdown']:.1f} s;"
+        f" ray.init {t['ray.init']:.1f} s + study {t['cold study']:.1f} s + stop {t['stop']:.1f} s;"
         f" the workers' first use (imports, first extraction in a process) = cold study - warm study = {first_use:.1f} s,"
         " which the warm local process paid before its timing",
     ]
