@@ -7,8 +7,8 @@ The child process (``--child-thousands``, so its peak RSS is its own) runs:
    ``--max-memory``;
 2. the budget's samples: the fast preset as the budget trains it (one lr, seeds 0 and 1) at both
    widths a 7B model's sites have (1024: vision blocks; 4096: connector and LLM) and at both
-   training-set sizes (BUSI's 468 rows, where ``min_steps`` shrinks the batch; Chest-Xray's 5,216,
-   batch 256), since seconds per (row x width) differ with both; each after an untimed one-probe
+   training-set sizes (BUSI's 468 rows, where ``min_steps`` shrinks the batch to 59; Chest-Xray's
+   5,216, where ``max_steps`` grows it to 652), since seconds per (row x width) differ with both; each after an untimed one-probe
    sweep of its shape, so the once-per-process compile of the optimizer's pass (probe/optim.py)
    is not charged to a few probes; and a 4-probe sample of the paper preset (1024 wide, BUSI size).
 The projection: for every (dataset, width) of the budget, probes x rows x width x the seconds per

@@ -20,7 +20,7 @@ from layerprobe.testing.stores import synthetic_store
 def test_min_steps_shrinks_the_batch_and_scales_the_lr_on_small_training_sets() -> None:
     fast = PRESETS["fast"]
     assert fast.min_steps == 8
-    assert fast.for_rows(5216) is fast  # >= 256 * 8 rows: the preset as written
+    assert fast.for_rows(2048) is fast  # exactly 256 * 8 rows: the preset as written
     small = fast.for_rows(468)
     assert small.batch_size == 59 and math.ceil(468 / small.batch_size) == 8
     assert small.lr == pytest.approx(1e-3 * math.sqrt(59 / 256))
@@ -31,6 +31,30 @@ def test_min_steps_shrinks_the_batch_and_scales_the_lr_on_small_training_sets() 
     with pytest.raises(ProbeError, match="min_steps"):
         replace(fast, min_steps=-1)
 
+
+def test_max_steps_grows_the_batch_and_scales_the_lr_on_large_training_sets() -> None:
+    fast = PRESETS["fast"]
+    assert fast.max_steps == 8
+    big = fast.for_rows(5216)  # Chest-Xray's training rows
+    assert big.batch_size == 652 and math.ceil(5216 / big.batch_size) == 8
+    assert big.lr == pytest.approx(1e-3 * math.sqrt(652 / 256))
+    assert big.for_rows(5216) == big
+    no_cap = replace(fast, max_steps=0).for_rows(5216)
+    assert no_cap.batch_size == 256 and math.ceil(5216 / 256) == 21
+    with pytest.raises(ProbeError, match="max_steps"):
+        replace(fast, max_steps=4)  # below min_steps
+
+
+def test_the_fast_preset_trains_8_steps_an_epoch_wherever_the_batch_allows() -> None:
+    for n_train in [*range(1, 300), 2040, 2047, 2048, 2049, 2055, 4100, 5216, 99_999]:
+        spec = PRESETS["fast"].for_rows(n_train)
+        steps = math.ceil(n_train / spec.batch_size)
+        if spec.batch_size == 4:  # the floor: up to 32 rows
+            assert steps <= 8, n_train
+        else:  # a batch of ceil(n / 8) rows can leave 7 steps on 33-49 rows (33 = 7 x 5 - 2)
+            assert steps == 8 or (steps == 7 and n_train < 50), n_train
+        assert spec.for_rows(n_train) == spec, n_train  # applying it twice changes nothing more
+        assert spec.lr == pytest.approx(1e-3 * math.sqrt(spec.batch_size / 256)), n_train
 
 
 def test_a_fast_sweep_records_the_batch_and_lr_it_trained_with() -> None:

@@ -73,7 +73,7 @@ def test_results_table_contract(store_path: Path, tmp_path: Path) -> None:
     assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
     assert (frame.get_column("n_train") + frame.get_column("n_val") + frame.get_column("n_test") == 150).all()
     params = json.loads(probes.filter(pl.col("kind") == "mlp").get_column("params")[0])
-    # the fast preset on 90 training rows: at least 8 steps per epoch (ProbeSpec.min_steps)
+    # the fast preset on 90 training rows: 8 steps per epoch (ProbeSpec.min_steps)
     assert params["hidden"] == 256 and params["batch_size"] == math.ceil(90 / 8) and params["min_steps"] == 8 and params["class_weight"] == "none"
     assert frame.get_column("run_id").n_unique() == 1 and frame.get_column("store")[0] == str(store_path)
     # The signal grows with depth in the synthetic data: the deepest vision layer beats chance clearly.

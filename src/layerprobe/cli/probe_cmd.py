@@ -39,7 +39,7 @@ def _numbers(text: str | None, kind: type, flag: str) -> tuple | None:
 @click.option("--kinds", default=",".join(vocab.PROBE_KINDS), show_default=True, help="Probe kinds: mlp and/or linear.")
 @click.option("--seeds", default="0", show_default=True, help="Comma-separated MLP seeds (one probe each).")
 @click.option("--preset", default=vocab.PRESET_PAPER, show_default=True, type=click.Choice(vocab.PRESET_NAMES),
-              help="MLP recipe: paper (the study's protocol) or fast (batch 256, lr 1e-3, at least 8 steps per epoch: within about 1 point of paper, far faster).")  # fmt: skip
+              help="MLP recipe: paper (the study's protocol) or fast (8 steps per epoch: batch ceil(n_train / 8), at least 4, lr 1e-3 x sqrt(batch / 256): within about 1 point of paper, far faster).")  # fmt: skip
 @click.option("--hidden", default=None, help="MLP hidden width(s), comma-separated (default: the preset's, 256).")
 @click.option("--lr", "lrs", default=None, help="MLP learning rate(s), comma-separated (default: the preset's).")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N.")

@@ -7,20 +7,29 @@ Design choices
   lr 1e-4, cosine schedule with 5% warmup, 20 epochs, batch size 4, the final weights. The paper
   leaves two values open: the hidden width (we use 256, see :attr:`ProbeSpec.hidden`) and AdamW's
   weight decay (torch's default 0.01).
-- ``fast`` is the same network, epochs, schedule and final weights, trained with batch 256
-  instead of 4 and the learning rate scaled by sqrt(256 / 4) = 8 (1e-4 -> 1e-3, rounded): up to 64x
-  fewer optimizer steps, each a compute-bound matmul instead of a memory-bound one. On small
-  training sets it keeps at least 8 steps per epoch (``min_steps``: the batch shrinks to
-  ceil(n_train / 8), the lr by the same square-root rule), because with one or two full-batch steps
-  per epoch it trained far less than the paper preset and scored systematically differently
-  (-2.4 and +2.1 points on 180 and 360 training rows).
-  Measured over ``benchmarks/probe_throughput.py``'s accuracy suite (3 synthetic shapes, 2-10
-  classes, 180-1,080 training rows, 64-4,096 features, plus a tiny real extraction; 4 seeds, same
+- ``fast`` is the same network, epochs, schedule and final weights, trained 8 optimizer steps an
+  epoch on every training set: batch ``ceil(n_train / 8)`` (never below the paper's 4) instead of 4,
+  the learning rate scaled from the paper's by the square root of the batch ratio, written
+  ``1e-3 at batch 256`` (sqrt(256 / 4) = 8: 1e-4 -> 8e-4, rounded to 1e-3) and scaled from there
+  (``min_steps`` and ``max_steps``, see :meth:`ProbeSpec.for_rows`). 160 steps a probe, each a
+  compute-bound matmul instead of a memory-bound one (fewer below 32 rows, where the batch is 4).
+  - At least 8 (``min_steps``): with one or two full-batch steps per epoch it trained far less than
+    the paper preset and scored systematically differently (-2.4 and +2.1 points on 180 and 360
+    training rows); 4 and 6 steps moved the suite's mean |fast - paper| from 0.98 to 1.53 and 1.14
+    points (docs/LOG.md, "ninth session").
+  - At most 8 (``max_steps``, since the ninth session; before, the batch stayed 256 above 2,048
+    rows): at Chest-Xray's 5,216 training rows 160 steps of batch 652 instead of 420 of batch 256
+    cut the projected probe budget by 15% (``benchmarks/probe_throughput.py``, thousands section),
+    and |fast - paper| there read 0.34 and 0.29 points against 0.37 and 0.53 with batch 256
+    (2 and 3 classes, 1,024 and 4,096 features, 4 seeds). Below 2,048 rows nothing changed.
+  Measured over ``benchmarks/probe_throughput.py``'s accuracy suite (synthetic shapes of 2-10
+  classes, 180-5,216 training rows and 64-4,096 features, plus a tiny real extraction; 4 seeds, same
   seed compared): mean |fast - paper| test accuracy 1.06-1.08 points with ``min_steps=8`` when it
   was adopted (per shape 0.74-1.69; the mean signed difference per shape -0.44 to +0.81), against
   1.68-2.19 points without it; 0.97-0.99 points in the full benchmark runs since (per shape
-  0.81-1.25, signed -0.10 to +0.50); the paper preset's own seed-to-seed spread there is 1.7-4.7
-  points (docs/LOG.md, "probe").
+  0.81-1.25, signed -0.10 to +0.50; the Chest-Xray-size shape, added in the ninth session, 0.3-0.4);
+  the paper preset's own seed-to-seed spread there is 1.7-4.7 points (docs/LOG.md, "probe").
+  A narrower hidden layer (128) would halve the cost but read 2.1-4.6 points on three of the shapes.
   Early stopping on the validation loss (``patience``) was tried for it and lost 1-3.5 points:
   the lowest-validation-loss epoch is underfit.
 - The sweep config holds runtime settings (device, memory, progress) next to the grid; only the
@@ -85,10 +94,14 @@ class ProbeSpec:
     """Keep a snapshot of each probe's lowest-validation-loss epoch and report that one (False:
     report the final weights, as the paper does)."""
     min_steps: int = 0
-    """Fewest optimizer steps per epoch (0 = the batch size is fixed). With fewer than
-    ``batch_size * min_steps`` training rows the batch shrinks to ``ceil(n_train / min_steps)`` (never
-    below 4, the paper's batch) and the lr follows it by the square-root rule that derived the fast
-    preset from the paper's, ``lr * sqrt(batch / batch_size)``; see :meth:`for_rows`."""
+    """Fewest optimizer steps per epoch (0 = no floor). With fewer than ``batch_size * min_steps``
+    training rows the batch shrinks to ``ceil(n_train / min_steps)`` (never below 4, the paper's
+    batch) and the lr follows it by the square-root rule that derived the fast preset from the
+    paper's, ``lr * sqrt(batch / batch_size)``; see :meth:`for_rows`."""
+    max_steps: int = 0
+    """Most optimizer steps per epoch (0 = no cap). With more than ``batch_size * max_steps``
+    training rows the batch grows to ``ceil(n_train / max_steps)``, the lr by the same rule;
+    ``batch_size`` and ``lr`` stay the nominal pair the rule scales from (what ``--lrs`` sets)."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -105,17 +118,23 @@ class ProbeSpec:
             (self.patience >= 0, "patience must be >= 0"),
             (self.patience == 0 or self.restore_best, "patience needs restore_best=True (a stopped probe reports its best epoch)"),
             (self.min_steps >= 0, "min_steps must be >= 0"),
+            (self.max_steps == 0 or self.max_steps >= max(1, self.min_steps), "max_steps must be 0 (no cap) or >= min_steps and >= 1"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ProbeError(f"probe preset {self.name!r}: {message}")
 
     def for_rows(self, n_train: int) -> ProbeSpec:
-        """The recipe as it trains on ``n_train`` rows: batch and lr adjusted by ``min_steps``
-        (the same spec when nothing changes; applying it twice changes nothing more)."""
-        if not self.min_steps or n_train >= self.batch_size * self.min_steps:
+        """The recipe as it trains on ``n_train`` rows: batch and lr adjusted by ``min_steps`` and
+        ``max_steps`` (the same spec when nothing changes; applying it twice changes nothing more)."""
+        if self.min_steps and n_train < self.batch_size * self.min_steps:
+            batch = min(self.batch_size, max(MIN_BATCH, math.ceil(n_train / self.min_steps)))
+        elif self.max_steps and n_train > self.batch_size * self.max_steps:
+            batch = math.ceil(n_train / self.max_steps)
+        else:
             return self
-        batch = min(self.batch_size, max(MIN_BATCH, math.ceil(n_train / self.min_steps)))
+        if batch == self.batch_size:
+            return self
         return replace(self, batch_size=batch, lr=self.lr * math.sqrt(batch / self.batch_size))
 
     @property
@@ -168,7 +187,7 @@ class LinearSpec:
 
 PRESETS: dict[str, ProbeSpec] = {
     vocab.PRESET_PAPER: ProbeSpec(name=vocab.PRESET_PAPER),
-    vocab.PRESET_FAST: ProbeSpec(name=vocab.PRESET_FAST, lr=1e-3, batch_size=256, min_steps=8),
+    vocab.PRESET_FAST: ProbeSpec(name=vocab.PRESET_FAST, lr=1e-3, batch_size=256, min_steps=8, max_steps=8),
 }
 """The named recipes, keyed and ordered as ``vocab.PRESET_NAMES`` (a test holds them equal)."""
 
