@@ -37,6 +37,15 @@ def test_a_cpu_group_holds_as_many_probes_as_fit_the_working_set(preset: str) ->
     assert grid.streams_per_group(spec, 1, 256, 200, budget=8 << 30, low_precision=True, cache_bytes=48 * MIB, cap=None) == 38
 
 
+def test_the_memory_budget_counts_each_streams_batch_rows() -> None:
+    big = PRESETS["fast"].for_rows(100_000)  # max_steps: 8 steps an epoch, batch 12,500
+    assert big.batch_size == 12_500 and grid.batch_bytes(big, 4096, True) == 12_500 * 4096 * 2
+    per_stream = grid.mlp_probe_bytes(big, 4096, 200, True) + grid.batch_bytes(big, 4096, True)
+    count = grid.streams_per_group(big, 1, 4096, 200, budget=1 << 30, low_precision=True, cache_bytes=None, cap=None)
+    assert count == (1 << 30) // per_stream
+    assert count < (1 << 30) // grid.mlp_probe_bytes(big, 4096, 200, True)
+
+
 def test_a_sweep_trains_in_groups_that_fit_and_the_results_do_not_depend_on_them(monkeypatch) -> None:
     store = synthetic_store(120, 64, {"llm/image_mean": 6})
     cfg = SweepConfig(stores=(Path("mem.zarr"),), preset="fast", kinds=(vocab.MLP,), seeds=(0, 1), progress=False, threads=1)

@@ -178,6 +178,13 @@ def mlp_probe_bytes(spec: ProbeSpec, d_in: int, n_eval_rows: int, low_precision:
     return _weight_bytes(spec, d_in, low_precision) + activations
 
 
+def batch_bytes(spec: ProbeSpec, d_in: int, low_precision: bool) -> int:
+    """Memory one stream's training batch takes (its gathered rows, shared by the stream's variants):
+    small beside the weights at batch 256, but ``max_steps`` grows the batch with the training set
+    (ceil(n / 8) rows: 12,500 on 100,000 rows, 100 MB a stream at width 4,096 in bf16)."""
+    return spec.batch_size * d_in * (2 if low_precision else 4)
+
+
 def _weight_bytes(spec: ProbeSpec, d_in: int, low_precision: bool) -> int:
     """What every training step of one probe reads and writes: fp32 weights, gradient and the two
     moments (16 B a weight), the best-state snapshot, the bf16 weight and gradient casts."""
@@ -202,7 +209,7 @@ def streams_per_group(spec: ProbeSpec, n_variants: int, d_in: int, n_eval_rows: 
     """How many streams (each ``n_variants`` probes) train together: as many as fit ``budget``
     bytes of memory and, on a CPU, whose per-step state fits ``cache_bytes``
     (:func:`group_cache_bytes`), then at most ``cap`` probes."""
-    per_stream = n_variants * mlp_probe_bytes(spec, d_in, n_eval_rows, low_precision)
+    per_stream = n_variants * mlp_probe_bytes(spec, d_in, n_eval_rows, low_precision) + batch_bytes(spec, d_in, low_precision)
     count = max(1, budget // per_stream)
     if cache_bytes is not None:
         count = min(count, max(1, cache_bytes // (n_variants * _weight_bytes(spec, d_in, low_precision))))
