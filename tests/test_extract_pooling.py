@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from layerprobe.extract.capture import Pooling, _flattens
+from layerprobe.extract.pooling import Pooling, _flattens
 
 
 def _weights(crops_b: list[int], n_tokens: int, prefix: int = 0) -> torch.Tensor:
