@@ -39,12 +39,13 @@ sets the dtype of ``full`` and ``naive``. Where the device has no native bf16 an
 bf16, ``full`` also runs with bf16 forced, and auto vs forced-bf16 images/s are printed.
 
 Targets (issue 3; ``full`` = answer_tokens 0, since the floor decodes nothing): full >= 0.95x the fastest floor's images/s, >= 1.5x the naive baseline's, and >= 50x
-fewer bytes per sample than it. full/floor is the median of ``--pairs`` interleaved floor/full runs
-in one process on one loaded model (AB, BA, ...; the separate runs above it differ by process start,
-page cache and the machine's drift, and two of them are one pair), whenever full runs in the
-fastest floor's dtype, pooled over ``--pair-processes`` processes (the ratio of one code moves +-5%
-between processes, each with its own model load and memory layout, more than between rounds of
-one); the other ratios are over ``--repeats``. The last line states the worst
+fewer bytes per sample than it. full/floor and full/naive are medians over interleaved rounds of
+floor, full and naive in one process on one loaded model (ABC, CBA, ...; ``--pairs`` rounds after an
+untimed round of each; the separate runs above them differ by process start, page cache and the
+machine's drift, and two of them are one pair), pooled over ``--pair-processes`` processes (the
+ratio of one code moves +-5% between processes, each with its own model load and memory layout,
+more than between rounds of one); full/floor so only when full runs in the fastest floor's dtype,
+else from the separate runs. Bytes come from the separate runs. The last line states the worst
 ratio over families.
 Run: ``.venv/bin/python benchmarks/extract_throughput.py [--n-images 64 --families llava,qwen2_vl,gemma3]``.
 """
@@ -65,7 +66,7 @@ from pathlib import Path
 
 MODES = ("floor", "full", "generate", "naive")
 PAIRS = "pairs"
-"""Child that times floor and full alternately on one loaded model: the full/floor ratio."""
+"""Child that times floor, full and naive in turn on one loaded model: the full/floor and full/naive ratios."""
 ANSWER_TOKENS = 8
 """Tokens the ``generate`` mode decodes (``ExtractConfig.answer_tokens``' default)."""
 DTYPES = ("float32", "bfloat16")
@@ -91,12 +92,25 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=1, help="runs per mode, interleaved; the fastest is reported")
     p.add_argument("--work-dir", default="bench-out/extract")
-    p.add_argument("--pairs", type=int, default=5, help="interleaved floor/full pairs in one process per family: the full/floor ratio (single runs of one mode spread 0.82-1.13 here)")
-    p.add_argument("--pair-processes", type=int, default=2, help="processes that each time --pairs pairs; full/floor is the median over all of them (the ratio moves +-5%% from process to process)")
+    p.add_argument("--pairs", type=int, default=None, help="interleaved floor/full/naive rounds in one process per family: the full/floor and full/naive ratios "
+                   "(single runs of one mode spread 0.82-1.13 here); default 5 where the device has native bf16, else 3 (time)")
+    p.add_argument("--pair-processes", type=int, default=None, help="processes that each time --pairs rounds; the ratios are medians over all of them "
+                   "(they move +-5%% from process to process); default 2 where the device has native bf16, else 1 (time)")
     p.add_argument("--child", choices=(*MODES, PAIRS), help=argparse.SUPPRESS)
     p.add_argument("--ckpt", help=argparse.SUPPRESS)
     p.add_argument("--child-dtype", choices=DTYPES, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.pairs is None or args.pair_processes is None:
+        # Without native bf16 every run is fp32 and several times slower: fewer rounds keep the
+        # benchmark within 10 minutes on 2 cores (issue 14), at the price of a wider spread.
+        import torch
+
+        from layerprobe.hardware import native_bf16
+
+        native = native_bf16(torch.device(args.device))
+        args.pairs = (5 if native else 3) if args.pairs is None else args.pairs
+        args.pair_processes = (2 if native else 1) if args.pair_processes is None else args.pair_processes
+    return args
 
 
 # ------------------------------------------------------------------------------ one mode (child)
@@ -160,7 +174,7 @@ def _child(args: argparse.Namespace) -> dict:
                     torch.save(sample, out_dir / f"{batch.start + i:06d}.pt")
 
     if args.child == PAIRS:
-        return _interleaved(args, manifest, {"floor": floor, "full": full}, work, device)
+        return _interleaved(args, manifest, {"floor": floor, "full": full, "naive": naive}, work, device)
     run = {"floor": floor, "full": full, "generate": partial(full, answer_tokens=ANSWER_TOKENS), "naive": naive}[args.child]
     dirs = {}
     for phase in ("warm-up", "timed"):
@@ -201,11 +215,13 @@ def _sample_rows(h, i: int, inputs: dict):
 
 def _interleaved(args: argparse.Namespace, manifest, modes: dict, work: Path, device) -> dict:
     """Images/s of each of ``modes`` over ``args.pairs`` rounds on one loaded model, the order
-    alternating (AB, BA, ...), after one untimed warm-up batch of each."""
+    alternating (ABC, CBA, ...), after one untimed round of each on the whole manifest: the first
+    whole run of a mode in a process read 16-20 img/s against 22-28 for the later ones of gemma3's
+    floor after a one-batch warm-up, which favoured whichever mode ran second in the first round."""
     out: dict[str, list[float]] = {name: [] for name in modes}
     scratch = work / f"out-pairs-{args.child_dtype}"
     for name, run in modes.items():
-        run(manifest.head(args.batch_size), _empty_dir(scratch))
+        run(manifest, _empty_dir(scratch))
     for r in range(args.pairs):
         for name in (list(modes) if r % 2 == 0 else list(modes)[::-1]):
             _empty_dir(scratch)
@@ -297,7 +313,8 @@ def main(argv: list[str] | None = None) -> None:
     make_dataset(work / "images", n_per_class=n_per_class, size=args.image_size, seed=0)
     print(f"extract_throughput: {args.n_images} images ({args.bf16_images} for emulated-bf16 runs), batch {args.batch_size}, --dtype {args.dtype}, "
           f"{args.device}, LLM {args.hidden}x{args.layers}, vision {args.vision_hidden}x{args.vision_layers}, vocab {args.vocab or 'tiny'}, "
-          f"{args.image_size} px, {args.workers} loader worker(s), {os.cpu_count()} cores, {args.repeats} interleaved repeat(s); {time.strftime('%Y-%m-%d %H:%M')}")
+          f"{args.image_size} px, {args.workers} loader worker(s), {os.cpu_count()} cores, {args.repeats} interleaved repeat(s), "
+          f"{args.pairs} interleaved rounds x {args.pair_processes} process(es) for the ratios; {time.strftime('%Y-%m-%d %H:%M')}")
     print(f"{'family':<12} {'mode':<8} {'dtype':<9} {'img/s':>8} {'s':>7} {'cpu s/img':>9} {'bytes/sample':>13} {'peak RSS MiB':>13} {'workers MiB':>12}")
     worst = {name: float("inf") for name in TARGETS}
     child_args = list(argv if argv is not None else sys.argv[1:])
@@ -324,10 +341,10 @@ def main(argv: list[str] | None = None) -> None:
 
         floor = lambda res: max(res["floor", d]["images_per_s"] for d in DTYPES)  # noqa: E731 -- the fastest dtype's floor
         fastest = max(DTYPES, key=lambda d: per_repeat[-1]["floor", d]["images_per_s"])
+        paired = _paired_ratios(args, child_args, ckpt, family, dtype, fastest)
         ratios = {
-            "full/floor": _full_over_floor(args, child_args, ckpt, family, dtype, fastest)
-            or ratio(lambda res: res["full", dtype]["images_per_s"] / floor(res)),
-            "full/naive": ratio(lambda res: res["full", dtype]["images_per_s"] / res["naive", dtype]["images_per_s"]),
+            "full/floor": paired.get("full/floor") or ratio(lambda res: res["full", dtype]["images_per_s"] / floor(res)),
+            "full/naive": paired.get("full/naive") or ratio(lambda res: res["full", dtype]["images_per_s"] / res["naive", dtype]["images_per_s"]),
             "bytes naive/full": ratio(lambda res: res["naive", dtype]["bytes_per_sample"] / res["full", dtype]["bytes_per_sample"]),
         }
         print(f"{family:<12} floor = the {fastest} floor (fastest here); ratios: " + ", ".join(f"{k} {v}" for k, v in ratios.items()), flush=True)
@@ -344,25 +361,31 @@ def main(argv: list[str] | None = None) -> None:
           + f" -> {'targets met' if verdict else 'TARGETS MISSED'}")
 
 
-def _full_over_floor(args: argparse.Namespace, child_args: list[str], ckpt: Path, family: str, dtype: str, fastest: str):  # type: ignore[no-untyped-def]
-    """full/floor from interleaved pairs in one process, when full runs in the fastest floor's dtype
-    (else None: the ratio then comes from the separate runs, across processes)."""
+def _paired_ratios(args: argparse.Namespace, child_args: list[str], ckpt: Path, family: str, dtype: str, fastest: str) -> dict:
+    """full/floor and full/naive from interleaved floor/full/naive rounds in one process per
+    ``--pair-processes``, all in full's dtype; full/floor only when that is the fastest floor's
+    dtype (else it comes from the separate runs, across processes). Empty with ``--pairs 0``."""
     from _pairs import spread
 
-    if dtype != fastest or args.pairs < 1:
-        print(f"{family:<12} full runs in {dtype}, the fastest floor is {fastest}: full/floor from the separate runs")
-        return None
-    ratios = []
+    if args.pairs < 1:
+        return {}
+    ips_all: dict[str, list[float]] = {}
     for k in range(args.pair_processes):
         proc = subprocess.run([sys.executable, __file__, *child_args, "--child", PAIRS, "--child-dtype", dtype, "--ckpt", str(ckpt)],
                               capture_output=True, text=True)  # fmt: skip
         if proc.returncode != 0:
-            sys.exit(f"{family} floor/full pairs failed:\n{proc.stderr[-3000:]}")
+            sys.exit(f"{family} floor/full/naive rounds failed:\n{proc.stderr[-3000:]}")
         ips = json.loads(proc.stdout.strip().splitlines()[-1])["images_per_s"]
-        print(f"{family:<12} process {k + 1}: {args.pairs} interleaved floor/full pairs ({dtype}): floor "
-              + " ".join(f"{v:.2f}" for v in ips["floor"]) + ", full " + " ".join(f"{v:.2f}" for v in ips["full"]) + " img/s")
-        ratios += [b / a for a, b in zip(ips["floor"], ips["full"])]
-    return spread(ratios)
+        print(f"{family:<12} process {k + 1}: {args.pairs} interleaved rounds ({dtype}), img/s: "
+              + "; ".join(f"{mode} " + " ".join(f"{v:.2f}" for v in values) for mode, values in ips.items()))
+        for mode, values in ips.items():
+            ips_all.setdefault(mode, []).extend(values)
+    out = {"full/naive": spread([f / n for f, n in zip(ips_all["full"], ips_all["naive"])])}
+    if dtype == fastest:
+        out["full/floor"] = spread([f / b for b, f in zip(ips_all["floor"], ips_all["full"])])
+    else:
+        print(f"{family:<12} full runs in {dtype}, the fastest floor is {fastest}: full/floor from the separate runs")
+    return out
 
 
 if __name__ == "__main__":
