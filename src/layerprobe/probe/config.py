@@ -26,9 +26,10 @@ Design choices
   classes, 180-5,216 training rows and 64-4,096 features, plus a tiny real extraction; 4 seeds, same
   seed compared): mean |fast - paper| test accuracy 1.06-1.08 points with ``min_steps=8`` when it
   was adopted (per shape 0.74-1.69; the mean signed difference per shape -0.44 to +0.81), against
-  1.68-2.19 points without it; 0.97-0.99 points in the full benchmark runs since (per shape
-  0.81-1.25, signed -0.10 to +0.50; the Chest-Xray-size shape, added in the ninth session, 0.3-0.4);
-  the paper preset's own seed-to-seed spread there is 1.7-4.7 points (docs/LOG.md, "probe").
+  1.68-2.19 points without it; 0.97-0.99 points over those four shapes in the full benchmark runs
+  since (per shape 0.81-1.25, signed -0.10 to +0.50), and 0.85 over five with the Chest-Xray-size
+  shape added in the ninth session (0.34 there); the paper preset's own seed-to-seed spread is
+  0.4-4.0 points per shape (docs/LOG.md, "probe" and "ninth session").
   A narrower hidden layer (128) would halve the cost but read 2.1-4.6 points on three of the shapes.
   Early stopping on the validation loss (``patience``) was tried for it and lost 1-3.5 points:
   the lowest-validation-loss epoch is underfit.
