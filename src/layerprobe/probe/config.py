@@ -29,7 +29,7 @@ Design choices
   1.68-2.19 points without it; 0.97-0.99 points over those four shapes in the full benchmark runs
   since (per shape 0.81-1.25, signed -0.10 to +0.50), and 0.85 over five with the Chest-Xray-size
   shape added in the ninth session (0.34 there); the paper preset's own seed-to-seed spread is
-  0.4-4.0 points per shape (docs/LOG.md, "probe" and "ninth session").
+  0.4-4.7 points per shape (docs/LOG.md, "probe" and "ninth session").
   A narrower hidden layer (128) would halve the cost but read 2.1-4.6 points on three of the shapes.
   Early stopping on the validation loss (``patience``) was tried for it and lost 1-3.5 points:
   the lowest-validation-loss epoch is underfit.
