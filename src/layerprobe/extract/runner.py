@@ -304,7 +304,7 @@ def _run_extract(cfg: ExtractConfig, loaded: LoadedModel | None) -> Path:
     from layerprobe.extract.model.dtypes import compute_dtype
     from layerprobe.extract.model.loading import load_model
     from layerprobe.extract.model.prompt import candidate_token_ids, encode_batch, render_prompt
-    from layerprobe.finetune.output import finetune_extra  # the arm's identity, when the adapter is finetune's
+    from layerprobe.extract.model.peft_adapter import finetune_extra  # the arm's identity, when the adapter is finetune's
     from layerprobe.store import RunMeta, StoreWriter, open_store
 
     manifest, candidates, instruction = _task(cfg)

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from layerprobe import vocab
+from layerprobe.extract.model.peft_adapter import FINETUNE_FORMAT
+from layerprobe.extract.model.peft_adapter import FINETUNE_METADATA as METADATA_FILE  # the folder layout's name for it
 from layerprobe.finetune.config import FinetuneError
 
 # Here rather than in .callbacks: extract reads arm facts from this module, and .callbacks imports
@@ -37,16 +39,10 @@ from layerprobe.finetune.config import FinetuneError
 COMPLETE_MARKER = "layerprobe-complete"
 """File written last into a checkpoint folder: the checkpoint is whole."""
 EVAL_ACCURACY = f"eval_{vocab.ACCURACY}"
-METADATA_FILE = "layerprobe-finetune.json"
 STEPS_FILE = "steps.parquet"
 CURVE_FILE = "training_curve.png"
 RUN_FILE = "run.json"
-FORMAT = "layerprobe-finetune"
 FORMAT_VERSION = 1
-ARM_FACTS = ("format_version", "base_model_id", "base_model_revision", "base_model_hash", "model_type", "dataset_name",
-             "manifest_sha256", "vision_tower", "connector", "hyperparameters", "kept", "splits")
-"""Metadata keys that identify a fine-tuned arm, copied into a store's ``RunMeta.extra["finetune"]`` by
-``extract --adapter`` (:func:`arm_facts`); the per-epoch metrics, timings and versions stay in the folder."""
 _TRAINING_PACKAGES = ("accelerate", "safetensors")
 """Packages that shape a trained adapter besides those a store records."""
 
@@ -184,29 +180,7 @@ def plot_curve(steps: list[dict[str, Any]], epochs: list[dict[str, Any]], path: 
 def metadata(**fields: Any) -> dict[str, Any]:
     """The metadata document: the given fields plus format, version, library versions and the time."""
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, **fields, "library_versions": library_versions(), "created_at": now}
-
-
-def arm_facts(adapter: str | Path) -> dict[str, Any] | None:
-    """The :data:`ARM_FACTS` of the fine-tuning run that wrote ``adapter``; None for a folder without
-    :data:`METADATA_FILE` (an adapter trained elsewhere, or a hub id)."""
-    path = Path(adapter).expanduser() / METADATA_FILE
-    if not path.is_file():
-        return None
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise FinetuneError(f"cannot read {path} ({err}); restore the file from the fine-tuning run or remove it") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise FinetuneError(f"{path} is not a layerprobe fine-tuning metadata file (format {FORMAT!r}); restore it or remove it")
-    return {key: doc[key] for key in ARM_FACTS if key in doc}
-
-
-def finetune_extra(adapter: str | Path | None) -> dict[str, Any]:
-    """What ``extract`` adds to ``RunMeta.extra``: ``{"finetune": arm_facts(adapter)}`` for an adapter made
-    by ``layerprobe finetune``, else nothing."""
-    facts = arm_facts(adapter) if adapter is not None else None
-    return {"finetune": facts} if facts else {}
+    return {"format": FINETUNE_FORMAT, "format_version": FORMAT_VERSION, **fields, "library_versions": library_versions(), "created_at": now}
 
 
 def publish(work: Path, final: Path, out: Path) -> Path:

@@ -34,7 +34,14 @@ from layerprobe.extract.model.weights import SAFE_SUFFIX, check_safetensors, wei
 
 ADAPTER_CONFIG = "adapter_config.json"
 FINETUNE_METADATA = "layerprobe-finetune.json"
-"""Written beside the adapter by ``layerprobe finetune``; keys ``base_model_id``, ``base_model_hash``, ``model_type``."""
+"""Written beside the adapter by ``layerprobe finetune`` (``layerprobe.finetune.output`` writes it;
+its name and the facts below live here, the lower floor, because ``extract --adapter`` reads them)."""
+FINETUNE_FORMAT = "layerprobe-finetune"
+"""The metadata file's ``format``."""
+ARM_FACTS = ("format_version", "base_model_id", "base_model_revision", "base_model_hash", "model_type", "dataset_name",
+             "manifest_sha256", "vision_tower", "connector", "hyperparameters", "kept", "splits")
+"""Metadata keys that identify a fine-tuned arm, copied into a store's ``RunMeta.extra["finetune"]`` by
+``extract --adapter`` (:func:`finetune_extra`); the per-epoch metrics, timings and versions stay in the folder."""
 _KEY_PREFIX = "base_model.model."
 _LORA = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(\.weight)?$")
 _FORCE = "pass the model it was trained on, or --force-adapter (force_adapter=True) to apply it anyway"
@@ -65,6 +72,25 @@ def read_adapter(path: Path, allow_pickle: bool) -> AdapterFolder:
     finetune_file = path / FINETUNE_METADATA
     finetune = _read_json(finetune_file, "fine-tune again or remove the file") if finetune_file.is_file() else None
     return AdapterFolder(path, config, tuple(weights), finetune)
+
+
+def arm_facts(adapter: str | Path) -> dict[str, Any] | None:
+    """The :data:`ARM_FACTS` of the fine-tuning run that wrote ``adapter``; None for a folder without
+    :data:`FINETUNE_METADATA` (an adapter trained elsewhere, or a hub id)."""
+    path = Path(adapter).expanduser() / FINETUNE_METADATA
+    if not path.is_file():
+        return None
+    doc = _read_json(path, "restore the file from the fine-tuning run or remove it")
+    if doc.get("format") != FINETUNE_FORMAT:
+        raise ExtractError(f"{path} is not a layerprobe fine-tuning metadata file (format {FINETUNE_FORMAT!r}); restore it or remove it")
+    return {key: doc[key] for key in ARM_FACTS if key in doc}
+
+
+def finetune_extra(adapter: str | Path | None) -> dict[str, Any]:
+    """What ``extract`` adds to ``RunMeta.extra``: ``{"finetune": arm_facts(adapter)}`` for an adapter made
+    by ``layerprobe finetune``, else nothing."""
+    facts = arm_facts(adapter) if adapter is not None else None
+    return {"finetune": facts} if facts else {}
 
 
 def check_fits(adapter: AdapterFolder, net: Any, *, model: str, model_hash: str, model_path: Path) -> None:
