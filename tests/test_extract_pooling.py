@@ -56,3 +56,11 @@ def test_packed_outputs_pool_by_one_matmul() -> None:
     pooling = Pooling.of(w_bn, tuple(h.shape), torch.float32)
     assert pooling.keep_r1n is None
     torch.testing.assert_close(pooling.mean(h), torch.tensor([[2.0, 3.0], [5.0, 6.0]]))
+
+
+def test_a_row_shared_by_two_images_falls_back_to_the_one_matmul() -> None:
+    w_bn = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 1.0, 1.0, 1.0]])  # row 0's second token belongs to both
+    h = torch.arange(2 * 2 * 3, dtype=torch.float32).view(2, 3, 2).transpose(1, 2)  # (2 rows, 2 tokens, 3), strided
+    pooling = Pooling.of(w_bn, tuple(h.shape), torch.float32)
+    assert pooling.keep_r1n is None
+    torch.testing.assert_close(pooling.mean(h), _reference(w_bn, h.contiguous()))

@@ -40,12 +40,15 @@ class Pooling(NamedTuple):
             return cls(w_bn.to(dtype), count_b1, None, None)
         n_images, (n_rows, n_tokens) = w_bn.shape[0], shape[:2]
         w_brn = w_bn.view(n_images, n_rows, n_tokens)
-        owner_br = w_brn.amax(2)  # every row belongs to one image (its crop) or to none
+        owner_br = w_brn.amax(2)  # pool_weights gives every row to one image (its crop) or to none
+        if bool((owner_br.sum(0) > 1).any()):  # a row shared by images cannot be summed once per row
+            return cls(w_bn.to(dtype), count_b1, None, None)
         identity = n_rows == n_images and torch.equal(owner_br, torch.eye(n_images, device=w_bn.device, dtype=owner_br.dtype))
         keep = w_brn.sum(0).unsqueeze(1).to(dtype)
         return cls(w_bn.to(dtype), count_b1, keep, None if identity else owner_br)
 
     def mean(self, h: torch.Tensor) -> torch.Tensor:
+        """``(B, D)`` float32 per-image means of ``h`` (of the shape this pooling was made for)."""
         if self.keep_r1n is None or _flattens(h):
             return (self.w_bn @ h.reshape(-1, h.shape[-1])).float() / self.count_b1
         sums_rd = torch.bmm(self.keep_r1n, h).squeeze(1).float()
