@@ -11,11 +11,11 @@ Design choices
   epoch on every training set: batch ``ceil(n_train / 8)`` (never below the paper's 4) instead of 4,
   the learning rate scaled from the paper's by the square root of the batch ratio, written
   ``1e-3 at batch 256`` (sqrt(256 / 4) = 8: 1e-4 -> 8e-4, rounded to 1e-3) and scaled from there
-  (``min_steps`` and ``max_steps``, see :meth:`ProbeSpec.for_rows`). 160 steps a probe, each a
-  compute-bound matmul instead of a memory-bound one (fewer below 32 rows, where the batch is 4).
+  (``min_steps`` and ``max_steps``, see :meth:`ProbeSpec.for_rows`). 160 steps a probe (fewer
+  below 32 rows, where the batch is 4) instead of the paper's 5 per training row.
   - At least 8 (``min_steps``): with one or two full-batch steps per epoch it trained far less than
     the paper preset and scored systematically differently (-2.4 and +2.1 points on 180 and 360
-    training rows); 4 and 6 steps moved the suite's mean |fast - paper| from 0.98 to 1.53 and 1.14
+    training rows); 4 and 6 steps moved the suite's mean |fast - paper| from 0.98 to 1.55 and 1.14
     points (docs/LOG.md, "ninth session").
   - At most 8 (``max_steps``, since the ninth session; before, the batch stayed 256 above 2,048
     rows): at Chest-Xray's 5,216 training rows 160 steps of batch 652 instead of 420 of batch 256
