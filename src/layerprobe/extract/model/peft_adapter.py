@@ -69,21 +69,25 @@ def read_adapter(path: Path, allow_pickle: bool) -> AdapterFolder:
     weights = weight_files(path, allow_pickle, prefix="adapter_", exclude_prefix="")
     if not weights:
         raise ExtractError(f"adapter {path} has no adapter_model{SAFE_SUFFIX}; pass the folder saved by save_pretrained")
-    finetune_file = path / FINETUNE_METADATA
-    finetune = _read_json(finetune_file, "fine-tune again or remove the file") if finetune_file.is_file() else None
-    return AdapterFolder(path, config, tuple(weights), finetune)
+    return AdapterFolder(path, config, tuple(weights), read_finetune_metadata(path))
 
 
-def arm_facts(adapter: str | Path) -> dict[str, Any] | None:
-    """The :data:`ARM_FACTS` of the fine-tuning run that wrote ``adapter``; None for a folder without
-    :data:`FINETUNE_METADATA` (an adapter trained elsewhere, or a hub id)."""
-    path = Path(adapter).expanduser() / FINETUNE_METADATA
+def read_finetune_metadata(folder: Path) -> dict[str, Any] | None:
+    """The :data:`FINETUNE_METADATA` document of an adapter folder, checked to be one; None for a
+    folder without it (an adapter trained elsewhere, or a hub id)."""
+    path = folder / FINETUNE_METADATA
     if not path.is_file():
         return None
     doc = _read_json(path, "restore the file from the fine-tuning run or remove it")
     if doc.get("format") != FINETUNE_FORMAT:
         raise ExtractError(f"{path} is not a layerprobe fine-tuning metadata file (format {FINETUNE_FORMAT!r}); restore it or remove it")
-    return {key: doc[key] for key in ARM_FACTS if key in doc}
+    return doc
+
+
+def arm_facts(adapter: str | Path) -> dict[str, Any] | None:
+    """The :data:`ARM_FACTS` of the fine-tuning run that wrote ``adapter`` (None: not one of ours)."""
+    doc = read_finetune_metadata(Path(adapter).expanduser())
+    return None if doc is None else {key: doc[key] for key in ARM_FACTS if key in doc}
 
 
 def finetune_extra(adapter: str | Path | None) -> dict[str, Any]:
