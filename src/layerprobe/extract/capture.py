@@ -238,10 +238,10 @@ class _BatchState:
         shape = tuple(h.shape)
         key = (part, shape, h.dtype)
         if key not in self._weights:
-            w_bn = self.c.adapter.pool_weights(part, self.c.config, self.batch, shape, self.n_batch, h.device)
-            if bool((w_bn.sum(1) == 0).any()):
+            pooling = Pooling.of(self.c.adapter.pool_weights(part, self.c.config, self.batch, shape, self.n_batch, h.device), shape, h.dtype)
+            if bool((pooling.count_b1 == 0).any()):
                 raise ExtractError(f"{self.c.adapter.model_type}: some image has no {part} tokens in this batch")
-            self._weights[key] = Pooling.of(w_bn, shape, h.dtype)
+            self._weights[key] = pooling
         return self._weights[key].mean(h)
 
     def _store(self, site: str, slot: int, value_bd: torch.Tensor) -> None:
