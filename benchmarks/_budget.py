@@ -12,7 +12,9 @@ The child process (``--child-thousands``, so its peak RSS is its own) runs:
    sweep of its shape, so the once-per-process compile of the optimizer's pass (probe/optim.py)
    is not charged to a few probes; and a 4-probe sample of the paper preset (1024 wide, BUSI size).
 The projection: for every (dataset, width) of the budget, probes x rows x width x the seconds per
-unit measured at that width and at that dataset's size class (COVID-CT at BUSI's).
+unit measured at that width and at that dataset's size class (COVID-CT at BUSI's). Beside it, the
+budget's GEMM floor (:func:`gemm_floor`): the minutes its training matmuls alone take at the GEMM
+peak the child measures right after the samples, which no speed-up that keeps the recipe can beat.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from _pairs import peak_rss_mib
+from _pairs import gemm_gflops, peak_rss_mib
 from layerprobe import vocab
-from layerprobe.probe.config import SweepConfig, parse_memory
+from layerprobe.probe.config import PRESETS, SweepConfig, parse_memory
+from layerprobe.probe.engine import matmul_dtype
 from layerprobe.probe.sweep import sweep_stores
 from layerprobe.testing.stores import synthetic_store
 
@@ -83,7 +86,8 @@ def thousands_child(args: argparse.Namespace) -> dict:
     widths = sorted(PAPER_BUDGET["widths"]) if args.budget_widths is None else args.budget_widths
     sizes = {"small": PAPER_BUDGET["train_rows"]["BUSI"], "big": PAPER_BUDGET["train_rows"]["Chest-Xray"]}
     samples = {f"{size} {w}": _budget_sample(args, rows_, w) for size, rows_ in sizes.items() for w in widths}
-    return {"probes": rows.height, "wall": wall, "paper_probes": paper.height, "paper_wall": paper_wall,
+    peaks = {str(dt).removeprefix("torch."): gemm_gflops(dt, args.device) for dt in (torch.float32, torch.bfloat16)}
+    return {"gemm_peaks": peaks, "probes": rows.height, "wall": wall, "paper_probes": paper.height, "paper_wall": paper_wall,
             "n_train": int(rows.get_column("n_train")[0]), "width": d, "peak_rss_mib": rss_sweep, "data_rss_mib": rss_data,
             "failed": int((rows.get_column("status") != vocab.STATUS_OK).sum()), "samples": samples,
             "cuda_peak_mib": torch.cuda.max_memory_allocated() / (1 << 20) if torch.cuda.is_initialized() else None}  # fmt: skip
@@ -102,6 +106,25 @@ def project(samples: dict[str, dict[str, float]]) -> tuple[float, dict[int, int]
     return seconds / 60, {w: s for w, s in stand_in.items() if w != s}
 
 
+def gemm_floor(peaks: dict[str, float], device: str) -> tuple[float, float]:
+    """(minutes, TFLOP) of the fast preset's budget training GEMMs at the measured GEMM peaks.
+
+    Per probe: epochs x train rows x 4 x width x hidden FLOPs (the first layer's forward and
+    weight-gradient GEMMs; no input gradient is formed), at the peak of the dtype the engine picks
+    for that dataset's batch. It leaves out the second layer, the validation passes and the
+    optimizer, so the true floor is higher: a projection above this floor is the recipe's cost on
+    this hardware, not the engine's overhead."""
+    spec = PRESETS[vocab.PRESET_FAST]
+    seconds, flops = 0.0, 0.0
+    for n_train in PAPER_BUDGET["train_rows"].values():
+        dtype, _ = matmul_dtype(device, spec.for_rows(n_train).batch_size)
+        for width, n_layers in PAPER_BUDGET["widths"].items():
+            f = PAPER_BUDGET["models"] * PAPER_BUDGET["seeds"] * n_layers * spec.epochs * n_train * 4.0 * width * spec.hidden
+            flops += f
+            seconds += f / (peaks[str(dtype).removeprefix("torch.")] * 1e9)
+    return seconds / 60, flops / 1e12
+
+
 def thousands(args: argparse.Namespace) -> dict[str, float]:
     child = [sys.executable, sys.argv[0], "--child-thousands", "--thousands-samples", str(args.thousands_samples),
              "--thousands-hidden", str(args.thousands_hidden), "--max-memory", args.max_memory, "--device", args.device]  # fmt: skip
@@ -118,6 +141,7 @@ def thousands(args: argparse.Namespace) -> dict[str, float]:
     widths, rows = PAPER_BUDGET["widths"], PAPER_BUDGET["train_rows"]
     n_budget = PAPER_BUDGET["models"] * PAPER_BUDGET["seeds"] * len(rows) * sum(widths.values())
     fast_min, stand_in = project(r["samples"])
+    floor_min, floor_tflop = gemm_floor(r["gemm_peaks"], args.device)
     paper_min = PAPER_BUDGET["models"] * PAPER_BUDGET["seeds"] * sum(n * w for w, n in widths.items()) * sum(rows.values()) * paper_s_per_unit / 60
     cuda_peak = "" if r["cuda_peak_mib"] is None else f", CUDA peak {r['cuda_peak_mib']:.0f} MiB allocated"
     print(f"thousands: {r['probes']} fast probes (90 layers x 3 seeds x 8 lrs, {r['n_train']} train rows x {r['width']}) in {r['wall']:.1f}s = "
@@ -134,4 +158,7 @@ def thousands(args: argparse.Namespace) -> dict[str, float]:
     print(f"  projected paper budget ({n_budget:,} MLP probes: 16 models x 3 datasets x {sum(widths.values())} layers x 2 seeds, "
           f"each (dataset, width) at its measured cost per row x width): fast preset {fast_min:.1f} min, "
           f"paper preset {paper_min / 60:.1f} h (from its {r['width']}-wide sample) on this machine")  # fmt: skip
-    return {"thousands_probes_per_s": r["probes"] / r["wall"], "budget_fast_min": fast_min, "budget_paper_h": paper_min / 60}
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in r["gemm_peaks"].items())
+    print(f"  the fast budget's GEMM floor: {floor_tflop:,.0f} TFLOP of first-layer training matmuls at the GEMM peak measured "
+          f"after the samples ({peaks} GFLOP/s) = {floor_min:.1f} min; the projection is {fast_min / floor_min:.2f}x that floor")  # fmt: skip
+    return {"budget_gemm_floor_min": floor_min, "thousands_probes_per_s": r["probes"] / r["wall"], "budget_fast_min": fast_min, "budget_paper_h": paper_min / 60}

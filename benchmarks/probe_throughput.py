@@ -27,12 +27,15 @@ beside it, and every share of peak divides by a peak measured right after the ti
   746, Chest-Xray 5,856 images with train splits of 468 (60%), 425 and 5,216 (official); a
   7B model's sites: 24 vision blocks of 1024, connector 2 x 4096, LLM 33 layers x 2 sites of 4096;
   2 seeds; fast and paper presets), from seconds per unit of n_train x width measured with the
-  budget's recipe at both widths and both training-set sizes (``_budget.py``).
+  budget's recipe at both widths and both training-set sizes (``_budget.py``); beside it the
+  budget's GEMM floor, its first-layer training matmuls at the GEMM peak measured in the same
+  child (``budget_gemm_floor_min``, no verdict: where it is above the target, no engine speed-up
+  can meet the target with the fast preset's recipe on this machine).
 - ``threads``: a small sweep with the engine's thread choice vs 1 thread vs torch's default.
 
 The last line, ``probe_throughput final: k=v(ok|MISS) ... -> targets met|TARGETS MISSED``, judges the
-sections that ran. Run: ``python benchmarks/probe_throughput.py`` (about 15-25 minutes on a
-2-core CPU with the defaults); smoke run: ``--samples 200 --hidden 64 --pairs 1 --fast-layers 2
+sections that ran; the numbers in it without a verdict are ``CONTEXT``. Run:
+``python benchmarks/probe_throughput.py`` (about 15-25 minutes on a 2-core CPU with the defaults); smoke run: ``--samples 200 --hidden 64 --pairs 1 --fast-layers 2
 --thousands-hidden 32 --thousands-samples 120 --budget-widths 32``.
 """
 
@@ -75,6 +78,8 @@ TARGETS = {
     "fast_matmul_peak": (">=", 70.0), "engine_vs_ensemble_fast": (">=", 2.0), "budget_fast_min": ("<=", 30.0),
     "threads_auto_vs_1": (">=", 0.9),
 }  # fmt: skip
+CONTEXT = ("budget_gemm_floor_min",)
+"""Numbers the final line carries beside the targets, without a verdict: what a target is up against."""
 SUITE = (("2 classes, 180 rows x 64", 300, 2, 64, 4), ("10 classes, 1,080 rows x 1024", 1800, 10, 1024, 3),
          ("4 classes, 600 rows x 4096", 1000, 4, 4096, 2), ("2 classes, 5,216 rows x 1024", 8694, 2, 1024, 2))  # fmt: skip
 """Synthetic shapes of the accuracy suite: (name, samples (60% train), classes, width, layers); a tiny
@@ -147,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
             ok = value >= target if op == ">=" else value <= target
             verdicts.append((f"{key}={value:.2f}({'ok' if ok else 'MISS'})", ok))
     met = all(ok for _, ok in verdicts) and bool(verdicts)
+    verdicts += [(f"{key}={results[key]:.2f}", True) for key in CONTEXT if key in results]
     wanted = " ".join(f"{k}{op}{t:g}" for k, (op, t) in TARGETS.items())
     print(f"probe_throughput final: {' '.join(v for v, _ in verdicts)} [sections {','.join(sections)}; targets {wanted}] "
           f"-> {'targets met' if met else 'TARGETS MISSED'}")  # fmt: skip

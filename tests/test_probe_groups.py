@@ -6,6 +6,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import torch
 
 from layerprobe import vocab
 from layerprobe.probe import engine, grid, sweep
@@ -16,11 +17,9 @@ from layerprobe.testing.stores import synthetic_store
 MIB = 1 << 20
 
 
-def test_the_working_set_is_half_the_cache_at_most_the_cap(monkeypatch) -> None:
-    monkeypatch.setattr(grid, "last_level_cache_bytes", lambda: 32 * MIB)
-    assert grid.cpu_working_set_bytes() == 16 * MIB
-    monkeypatch.setattr(grid, "last_level_cache_bytes", lambda: 480 * MIB)
-    assert grid.cpu_working_set_bytes() == grid.CPU_WORKING_SET_BYTES
+def test_a_cpu_groups_working_set_is_the_measured_bound_and_a_gpus_is_unbounded() -> None:
+    assert grid.group_cache_bytes(torch.device("cpu")) == grid.CPU_WORKING_SET_BYTES
+    assert grid.group_cache_bytes(torch.device("cuda")) is None
 
 
 @pytest.mark.parametrize("preset", ["fast", "paper"])
@@ -58,11 +57,11 @@ def test_a_sweep_trains_in_groups_that_fit_and_the_results_do_not_depend_on_them
 
     monkeypatch.setattr(sweep, "train_mlp_group", spy)
     one_probe = (64 + 1) * 256 * 16  # fp32 state of one probe (64 features: fp32 matmuls)
-    monkeypatch.setattr(grid, "cpu_working_set_bytes", lambda: 3 * one_probe)
+    monkeypatch.setattr(grid, "CPU_WORKING_SET_BYTES", 3 * one_probe)
     small = sweep_stores(cfg, [store])
     assert sizes and max(sizes) == 3 and sum(sizes) == 12
     sizes.clear()
-    monkeypatch.setattr(grid, "cpu_working_set_bytes", lambda: 1 << 40)
+    monkeypatch.setattr(grid, "CPU_WORKING_SET_BYTES", 1 << 40)
     large = sweep_stores(cfg, [store])
     assert max(sizes) == 12
     cols = ["layer", "seed", *vocab.METRIC_COLUMNS]

@@ -10,8 +10,8 @@ Grouping (why the sizes are what they are)
   half of ``max_memory`` (the slab, its standardised copy and a bf16 copy). Each slab is read once.
 - MLP groups: streams (layer x seed) of one slab group trained together, as many as fit the other
   half of ``max_memory``. On a CPU they are further capped so the state every step reads and
-  writes (weights, gradient, AdamW moments, bf16 casts) fits :func:`cpu_working_set_bytes`: a step
-  is bound by that traffic (the matmuls are small), and it streams from cache instead of DRAM.
+  writes (weights, gradient, AdamW moments, bf16 casts) stays within ``CPU_WORKING_SET_BYTES``:
+  larger groups were measured slower, on small and large last-level caches alike.
 - Linear groups: layers fitted together, as many as keep their training features in half the
   last-level cache (each L-BFGS iteration reads them twice).
 """
@@ -29,18 +29,20 @@ import numpy as np
 
 from layerprobe import vocab
 from layerprobe.errors import LayerprobeError, ProbeError
-from layerprobe.hardware import last_level_cache_bytes
 from layerprobe.probe.config import ProbeSpec, SweepConfig
 from layerprobe.probe.splits import Split, make_splits
 from layerprobe.store.fields import source_identity
 
 CPU_WORKING_SET_BYTES = 48 << 20
-"""Upper bound of one CPU group's per-step probe state (weights, gradient, moments, casts).
-Measured on a 2-vCPU VM whose sysfs reports a 480 MiB L3 (shared with the host's other tenants):
-per-probe step time was lowest at 32-64 MiB of state for widths 256-4096, fast and paper presets,
-and higher in the larger groups that memory alone allowed (D=4096, batch 59: 1.62 ms a probe-step
-at 2 probes, 2.32 ms at 8; docs/LOG.md, "sixth session"). A sweep's ``group_probes`` caps the
-resulting group size further."""
+"""Upper bound of one CPU group's per-step probe state (weights, gradient, moments, casts), the
+same whatever the last-level cache. Measured on a 2-vCPU VM whose sysfs reports a 480 MiB L3
+(shared with the host's other tenants): per-probe step time was lowest at 32-64 MiB of state for
+widths 256-4096, fast and paper presets, and higher in the larger groups that memory alone allowed
+(D=4096, batch 59: 1.62 ms a probe-step at 2 probes, 2.32 ms at 8; docs/LOG.md, "sixth session").
+On a 2-vCPU AMD EPYC with a 32 MiB L3, capping the state at half that cache (1 probe at 4096 wide,
+3 at 1024) made the fast preset's budget samples 1.11-1.22x slower than this bound (docs/LOG.md,
+"tenth session"), so the cache size does not enter. A sweep's ``group_probes`` caps the resulting
+group size further."""
 
 if TYPE_CHECKING:
     import torch
@@ -192,16 +194,11 @@ def _weight_bytes(spec: ProbeSpec, d_in: int, low_precision: bool) -> int:
     return per_weight * (d_in + 1) * spec.hidden
 
 
-def cpu_working_set_bytes() -> int:
-    """The most bytes of per-step probe state one CPU group should touch: half the last-level
-    cache, and at most :data:`CPU_WORKING_SET_BYTES`."""
-    return min(last_level_cache_bytes() // 2, CPU_WORKING_SET_BYTES)
-
-
 def group_cache_bytes(device: torch.device) -> int | None:
-    """``cache_bytes`` of :func:`streams_per_group` for groups trained on ``device``: the CPU's
-    working set, None elsewhere (a GPU's groups are bounded by memory alone)."""
-    return cpu_working_set_bytes() if device.type == "cpu" else None
+    """``cache_bytes`` of :func:`streams_per_group` for groups trained on ``device``:
+    :data:`CPU_WORKING_SET_BYTES` on a CPU, None elsewhere (a GPU's groups are bounded by memory
+    alone)."""
+    return CPU_WORKING_SET_BYTES if device.type == "cpu" else None
 
 
 def streams_per_group(spec: ProbeSpec, n_variants: int, d_in: int, n_eval_rows: int, *, budget: int,
