@@ -33,6 +33,7 @@ import torch
 
 from _pairs import gemm_gflops, peak_rss_mib
 from layerprobe import vocab
+from layerprobe.extract.model.dtypes import dtype_name
 from layerprobe.probe.config import PRESETS, SweepConfig, parse_memory
 from layerprobe.probe.engine import matmul_dtype
 from layerprobe.probe.sweep import sweep_stores
@@ -86,7 +87,7 @@ def thousands_child(args: argparse.Namespace) -> dict:
     widths = sorted(PAPER_BUDGET["widths"]) if args.budget_widths is None else args.budget_widths
     sizes = {"small": PAPER_BUDGET["train_rows"]["BUSI"], "big": PAPER_BUDGET["train_rows"]["Chest-Xray"]}
     samples = {f"{size} {w}": _budget_sample(args, rows_, w) for size, rows_ in sizes.items() for w in widths}
-    peaks = {str(dt).removeprefix("torch."): gemm_gflops(dt, args.device) for dt in (torch.float32, torch.bfloat16)}
+    peaks = {dtype_name(dt): gemm_gflops(dt, args.device) for dt in (torch.float32, torch.bfloat16)}
     return {"gemm_peaks": peaks, "probes": rows.height, "wall": wall, "paper_probes": paper.height, "paper_wall": paper_wall,
             "n_train": int(rows.get_column("n_train")[0]), "width": d, "peak_rss_mib": rss_sweep, "data_rss_mib": rss_data,
             "failed": int((rows.get_column("status") != vocab.STATUS_OK).sum()), "samples": samples,
@@ -121,7 +122,7 @@ def gemm_floor(peaks: dict[str, float], device: str) -> tuple[float, float]:
         for width, n_layers in PAPER_BUDGET["widths"].items():
             f = PAPER_BUDGET["models"] * PAPER_BUDGET["seeds"] * n_layers * spec.epochs * n_train * 4.0 * width * spec.hidden
             flops += f
-            seconds += f / (peaks[str(dtype).removeprefix("torch.")] * 1e9)
+            seconds += f / (peaks[dtype_name(dtype)] * 1e9)
     return seconds / 60, flops / 1e12
 
 
