@@ -33,7 +33,7 @@ import torch
 
 from _pairs import gemm_gflops, peak_rss_mib
 from layerprobe import vocab
-from layerprobe.extract.model.dtypes import dtype_name
+from layerprobe.dtypes import dtype_name
 from layerprobe.probe.config import PRESETS, SweepConfig, parse_memory
 from layerprobe.probe.engine import matmul_dtype
 from layerprobe.probe.sweep import sweep_stores
@@ -49,8 +49,14 @@ SAMPLE_LAYERS = {1024: 16, 4096: 8}
 """Layers of each budget sample (x 2 seeds: 32 and 16 probes; 16 at other widths)."""
 
 
+def sweep_cfg(args: argparse.Namespace, **kw) -> SweepConfig:  # type: ignore[no-untyped-def]
+    """A sweep of the benchmarks' in-memory stores (the store path is only a label) on ``--device``, no progress bar."""
+    return SweepConfig(stores=(Path("bench.zarr"),), progress=False, device=args.device, **kw)
+
+
 def _cfg(args: argparse.Namespace, **kw) -> SweepConfig:  # type: ignore[no-untyped-def]
-    return SweepConfig(stores=(Path("bench.zarr"),), progress=False, device=args.device, kinds=(vocab.MLP,), threads=args.threads, **kw)
+    """:func:`sweep_cfg` of MLP probes on ``--threads``: every sweep of this section."""
+    return sweep_cfg(args, kinds=(vocab.MLP,), threads=args.threads, **kw)
 
 
 def _mlp_rows(frame: pl.DataFrame) -> pl.DataFrame:

@@ -149,7 +149,7 @@ def _child_floor(args: argparse.Namespace, device) -> dict:
     from transformers import get_cosine_schedule_with_warmup, set_seed
 
     from layerprobe.extract.model.adapters import get_adapter
-    from layerprobe.extract.model.dtypes import compute_dtype
+    from layerprobe.dtypes import compute_dtype
     from layerprobe.extract.model.loading import load_model
     from layerprobe.extract.model.prompt import render_prompt
     from layerprobe.finetune import FinetuneConfig

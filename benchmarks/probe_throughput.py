@@ -55,7 +55,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from _budget import thousands, thousands_child
+from _budget import sweep_cfg, thousands, thousands_child
 from _pairs import copy_gbps, gemm_gflops, pair_ratios, run_rounds, spread, timed
 from layerprobe import vocab
 from layerprobe.hardware import cpu_bf16_features, free_cores, last_level_cache_bytes
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, float] = {}
     if {"anchors", "linear"} & set(sections):
         store = _anchor_store(args)
-        n_threads = args.threads or sweep_threads(_sweep_cfg(args, preset="fast"), [store])[0]
+        n_threads = args.threads or sweep_threads(sweep_cfg(args, preset="fast"), [store])[0]
         print(f"anchors and linear: {n_threads} torch thread(s) on both sides of every pair")
         torch.set_num_threads(n_threads)
         if "anchors" in sections:
@@ -173,10 +173,6 @@ def _anchor_store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return store
 
 
-def _sweep_cfg(args: argparse.Namespace, **kw) -> SweepConfig:  # type: ignore[no-untyped-def]
-    return SweepConfig(stores=(Path("bench.zarr"),), progress=False, device=args.device, **kw)
-
-
 def anchors(store, args: argparse.Namespace, n_threads: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
     split = make_splits(store.labels, store.splits, store.valid, class_names=store.class_names)[0]
     # the recipes as the sweep trains them on these rows (ProbeSpec.for_rows: the fast preset trains 8 steps per epoch)
@@ -204,7 +200,7 @@ def anchors(store, args: argparse.Namespace, n_threads: int) -> dict[str, float]
 
     def f_batched(r: int) -> float:
         name, layers = site_of(r)
-        cfg = _sweep_cfg(args, preset="fast", kinds=(vocab.MLP,), seeds=seeds, sites=(name,), layers=f"{layers[0]}:{layers[-1] + 1}", threads=n_threads)
+        cfg = sweep_cfg(args, preset="fast", kinds=(vocab.MLP,), seeds=seeds, sites=(name,), layers=f"{layers[0]}:{layers[-1] + 1}", threads=n_threads)
         return timed(lambda: sweep_stores(cfg, [store])) / (len(layers) * len(seeds))
 
     def reference(spec, n: int):  # type: ignore[no-untyped-def]
@@ -309,7 +305,7 @@ def linear(store, args: argparse.Namespace, n_threads: int) -> dict[str, float]:
 
     def ours(r: int) -> float:
         site = sites[r % len(sites)]
-        cfg = _sweep_cfg(args, kinds=(vocab.LINEAR,), sites=(site.name,), threads=n_threads)
+        cfg = sweep_cfg(args, kinds=(vocab.LINEAR,), sites=(site.name,), threads=n_threads)
         return timed(lambda: sweep_stores(cfg, [store])) / len(site.layer_names)
 
     def theirs(r: int) -> float:
@@ -357,7 +353,7 @@ def accuracy_suite(args: argparse.Namespace) -> dict[str, float]:
         for name, store in shapes:
             acc = {}
             for preset in ("fast", "paper"):
-                frame = sweep_stores(_sweep_cfg(args, preset=preset, kinds=(vocab.MLP,), seeds=SUITE_SEEDS), [store])
+                frame = sweep_stores(sweep_cfg(args, preset=preset, kinds=(vocab.MLP,), seeds=SUITE_SEEDS), [store])
                 acc[preset] = frame.filter(pl.col("kind") == vocab.MLP).sort("site", "layer", "seed").get_column("test_accuracy").to_numpy()
             d = 100 * float(np.mean(np.abs(acc["fast"] - acc["paper"])))
             by_seed = acc["paper"].reshape(-1, len(SUITE_SEEDS))
@@ -378,10 +374,10 @@ def accuracy_suite(args: argparse.Namespace) -> dict[str, float]:
 def threads_section(args: argparse.Namespace) -> dict[str, float]:
     store = synthetic_store(150, 64, {"vision/mean": 4, "llm/image_mean": 4})
     default = TORCH_DEFAULT_THREADS
-    chosen = sweep_threads(_sweep_cfg(args, preset="fast"), [store])
+    chosen = sweep_threads(sweep_cfg(args, preset="fast"), [store])
 
     def sweep(threads: int | None):  # type: ignore[no-untyped-def]
-        cfg = _sweep_cfg(args, preset="fast", threads=threads)
+        cfg = sweep_cfg(args, preset="fast", threads=threads)
         return lambda r: timed(lambda: sweep_stores(cfg, [store]))
 
     # 9 rounds at least: a round is ~0.2 s, and 3 pairs read 0.87-0.97 for the same code (docs/LOG.md, seventh session)

@@ -22,7 +22,7 @@ from layerprobe.devices import parse_device
 from layerprobe.errors import ExtractError
 from layerprobe.extract.data.candidates import as_candidates
 from layerprobe.extract.data.dicom import FrameRule, parse_frame_rule
-from layerprobe.extract.model.dtypes import compute_dtype
+from layerprobe.dtypes import compute_dtype
 
 if TYPE_CHECKING:
     import torch

@@ -301,7 +301,7 @@ def _run_extract(cfg: ExtractConfig, loaded: LoadedModel | None) -> Path:
 
     from layerprobe.extract.capture import Capturer
     from layerprobe.extract.model.adapters import get_adapter
-    from layerprobe.extract.model.dtypes import compute_dtype
+    from layerprobe.dtypes import compute_dtype
     from layerprobe.extract.model.loading import load_model
     from layerprobe.extract.model.prompt import candidate_token_ids, encode_batch, render_prompt
     from layerprobe.extract.model.peft_adapter import finetune_extra  # the arm's identity, when the adapter is finetune's

@@ -37,7 +37,7 @@ from layerprobe.extract.model.adapters import get_adapter
 from layerprobe.extract.data.candidates import match_candidates
 from layerprobe.extract.data.datasets import resolve_dataset
 from layerprobe.extract.data.manifest import Manifest
-from layerprobe.extract.model.dtypes import compute_dtype
+from layerprobe.dtypes import compute_dtype
 from layerprobe.extract.model.loading import load_model
 from layerprobe.extract.model.prompt import render_prompt
 from layerprobe.extract.runner import default_instruction

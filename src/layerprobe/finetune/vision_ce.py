@@ -76,7 +76,7 @@ def _train(cfg: VisionCEConfig, task: Any, device: Any, dtype: str) -> Trained:
     from transformers import get_cosine_schedule_with_warmup, set_seed
 
     from layerprobe.extract.model.adapters import get_adapter
-    from layerprobe.extract.model.dtypes import compute_dtype
+    from layerprobe.dtypes import compute_dtype
     from layerprobe.extract.model.loading import load_model
     from layerprobe.finetune.vision_ce_loop import Loop
     from layerprobe.finetune.vision_tower import TowerFeatures, make_head, prepare_tower, tower_parts

@@ -30,6 +30,7 @@ import torch
 
 from layerprobe import vocab
 from layerprobe.answers import parse_answer
+from layerprobe.dtypes import dtype_name
 from layerprobe.hardware import last_level_cache_bytes
 from layerprobe.probe.config import ProbeSpec, SweepConfig, params_json
 from layerprobe.probe.engine import Stream, matmul_dtype, train_mlp_group
@@ -251,11 +252,12 @@ class _SlabProbes:
         for variants in _by_structure(cfg.mlp_specs(features.train.shape[1])):
             spec = variants[0]
             dtype, reason = matmul_dtype(features.train.device, spec.batch_size, cfg.dtype)
-            log.info("MLP probes (%s) train with %s matmuls: %s", spec.name, str(dtype).removeprefix("torch."), reason)
+            name = dtype_name(dtype)
+            log.info("MLP probes (%s) train with %s matmuls: %s", spec.name, name, reason)
 
             def identity(i: int, seed: int, v: ProbeSpec) -> dict[str, Any]:
                 params = params_json({**v.params(), "class_weight": cfg.class_weight})
-                return self.identity(i, vocab.MLP, seed=seed, params=params, matmul_dtype=str(dtype).removeprefix("torch."))
+                return self.identity(i, vocab.MLP, seed=seed, params=params, matmul_dtype=name)
 
             for i, error in self.bad_error.items():
                 for seed in cfg.seeds:

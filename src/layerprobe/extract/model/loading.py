@@ -45,7 +45,7 @@ import torch
 from layerprobe import vocab
 from layerprobe.devices import parse_device
 from layerprobe.errors import ExtractError
-from layerprobe.extract.model.dtypes import compute_dtype, dtype_name
+from layerprobe.dtypes import compute_dtype, dtype_name
 from layerprobe.extract.model.peft_adapter import AdapterFolder, check_fits, read_adapter
 from layerprobe.extract.model.weights import SAFE_SUFFIX, config_hash, hash_files, model_weights
 from layerprobe.hardware import ResolvedDtype, checkpoint_fp32_bytes, resolve_compute_dtype

@@ -61,7 +61,7 @@ def build_tiny(
     import torch
     from transformers import set_seed
 
-    from layerprobe.extract.model.dtypes import compute_dtype
+    from layerprobe.dtypes import compute_dtype
 
     torch_dtype = compute_dtype(dtype)
     tmp = Path(out_dir) / f".{name}.tmp-{os.getpid()}"
