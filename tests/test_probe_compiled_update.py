@@ -98,3 +98,29 @@ def test_widths_past_the_recompile_limit_take_the_fused_eager_path(monkeypatch) 
     opt = BatchedAdamW(params, lr_p, wd_p, cast=cast, compile_cast=True)
     opt.step([torch.ones_like(params[0], dtype=torch.bfloat16), torch.ones_like(params[1])])
     assert not opt.compiled and torch.equal(cast, params[0].bfloat16())
+
+
+def test_one_compile_serves_every_group_size_one_probe_included(monkeypatch) -> None:
+    """Dynamo specialises a dynamic size of 1: with a probe axis of its own, a one-probe group
+    compiled a kernel and the next larger group compiled another (seconds, in timed work too)."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    monkeypatch.setitem(optim._COMPILED, "kernel", torch.compile(optim.adamw_cast, backend=counter))
+    monkeypatch.setattr(optim, "_SHAPES", set())
+    for n_probes, hidden in ((1, 8), (4, 8), (3, 16)):
+        params = [torch.randn(n_probes, hidden, 24) * 0.1, torch.randn(n_probes, 1, hidden) * 0.1]
+        lr_p, wd_p = torch.linspace(1e-3, 1e-2, n_probes), torch.full((n_probes,), 0.01)
+        cast = torch.empty_like(params[0], dtype=torch.bfloat16)
+        opt = BatchedAdamW(params, lr_p, wd_p, cast=cast, compile_cast=True)
+        eager_params = [p.clone() for p in params]
+        eager = BatchedAdamW(eager_params, lr_p, wd_p, cast=torch.empty_like(cast), compile_cast=False)
+        grads = [torch.randn(params[0].shape).to(torch.bfloat16), torch.randn(params[1].shape)]
+        opt.step(grads, 0.5)
+        eager.step(grads, 0.5)
+        assert opt.compiled and torch.equal(cast, params[0].bfloat16())
+        for got, want in zip(params, eager_params):
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)  # each probe got its own lr
+    assert counter.frame_count == 1
+    torch._dynamo.reset()

@@ -16,10 +16,10 @@ fp32 master weights and write a bf16 gradient. Cast, update and cast back as thr
 pass (:func:`adamw_cast`: bf16 gradient in, fp32 state updated, bf16 copy out) moves 26, and ran
 1.9x faster than the three (16.7M weights, 2 threads: 11.2 vs 21.1 ms; docs/LOG.md, seventh
 session). It is compiled with ``torch.compile`` (a C++ compiler at run time, a few seconds once per
-process and width, the probe axis dynamic) on CPUs only, for probes with at least :data:`COMPILE_MIN_WEIGHT_STEPS` of
+process and input width, the row axis dynamic) on CPUs only, for probes with at least :data:`COMPILE_MIN_WEIGHT_STEPS` of
 such work, so small sweeps never wait for it; where it cannot be compiled the eager passes run. The
 decision depends only on the probe's own size, so a probe's result does not depend on its group.
-One compile serves every group size of one (H, D); past Dynamo's recompile limit (8 widths in a
+One compile serves every group size and hidden width of one input width D; past Dynamo's recompile limit (8 widths in a
 process) new widths take the eager passes, since the compiled function would run as plain Python.
 """
 
@@ -38,7 +38,7 @@ compiled: the compiled pass saves about 0.6-1.2 ns a weight-step (2 threads / 1 
 0.06-0.12 s a probe against a compile of 2-4 s once per process."""
 _COMPILED: dict[str, object] = {}
 _SHAPES: set[tuple[int, ...]] = set()
-"""The (H, D) the compiled kernel has been used for in this process (one compile each)."""
+"""The widths ``(D,)`` the compiled kernel has been used for in this process (one compile each)."""
 
 
 class BatchedAdamW:
@@ -73,6 +73,9 @@ class BatchedAdamW:
         self._grad32: torch.Tensor | None = None
         self._lr = [lr_p.float().view(-1, *([1] * (p.dim() - 1))).to(p.device) for p in self.params]
         self._wd = [wd_p.float().view(-1, *([1] * (p.dim() - 1))).to(p.device) for p in self.params]
+        if self.compiled:  # the compiled pass sees params[0] as rows: each probe's lr and wd repeated over its rows
+            per_probe = self.params[0][0].numel() // self.params[0].shape[-1]
+            self._lr_rows, self._wd_rows = (t.float().repeat_interleave(per_probe).view(-1, 1).to(self.params[0].device) for t in (lr_p, wd_p))
         self.fused = (
             allow_fused
             and hasattr(torch, "_fused_adamw_")
@@ -101,8 +104,8 @@ class BatchedAdamW:
         grads = list(grads)
         first = 0
         if self.compiled:
-            args = (self.params[0], grads[0], self.exp_avg[0], self.exp_avg_sq[0], self.cast, self._lr[0] * lr_factor, self._wd[0],
-                    self.beta1, self.beta2, self.eps, torch.tensor(bias1), torch.tensor(bias2_sqrt))  # fmt: skip
+            rows = [_rows(t) for t in (self.params[0], grads[0], self.exp_avg[0], self.exp_avg_sq[0], self.cast)]
+            args = (*rows, self._lr_rows * lr_factor, self._wd_rows, self.beta1, self.beta2, self.eps, torch.tensor(bias1), torch.tensor(bias2_sqrt))
             self.compiled = _compiled_update(args)  # False: nothing changed; this step runs eagerly, as every later one
             first = int(self.compiled)
         if not first and grads[0].dtype != self.params[0].dtype:
@@ -124,6 +127,11 @@ class BatchedAdamW:
                        self.beta1, self.beta2, self.eps, bias1, bias2_sqrt)  # fmt: skip
         if self.cast is not None and not first:
             self.cast.copy_(self.params[0])
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """``t`` ([P, ..., D], contiguous) as ``[rows, D]``: what the compiled pass takes (see :func:`adamw_cast_compiled`)."""
+    return t.view(-1, t.shape[-1])
 
 
 def _fused_calls(lr_p: torch.Tensor, wd_p: torch.Tensor) -> list[tuple[float, float, list[int | slice]]]:
@@ -162,8 +170,12 @@ def compiled_update_pays(device: torch.device, weight_steps: float) -> bool:
 
 def adamw_cast_compiled():  # type: ignore[no-untyped-def]
     """:func:`adamw_cast` compiled, or None once compiling it failed in this process (no C++ compiler,
-    an inductor error). Compiled per (H, D) with the probe axis dynamic: dynamic inner sizes turn
-    the per-probe lr lookup into a division per element (in-cache: 1.65 vs 0.93 ms for 2.1M weights)."""
+    an inductor error). It takes the first layer as rows ``[P * H, D]`` with the row axis dynamic and
+    the width D static, lr and weight decay given per row (``[P * H, 1]``): dynamic inner sizes turn
+    the per-probe lr lookup into a division per element (in-cache: 1.65 vs 0.93 ms for 2.1M weights),
+    and a probe axis of its own would be specialised by Dynamo at size 1 (a one-probe group compiled
+    a kernel of its own, and the next larger group compiled again: 1.3-6 s more, in a timed budget
+    sample too). So one compile serves every group size and hidden width of one input width."""
     if "kernel" not in _COMPILED:  # torch.compile itself is lazy: nothing is compiled before the first call
         try:
             _COMPILED["kernel"] = torch.compile(adamw_cast)
@@ -175,10 +187,10 @@ def adamw_cast_compiled():  # type: ignore[no-untyped-def]
 
 def _compiled_update(args: tuple) -> bool:  # type: ignore[type-arg]
     """Run the compiled :func:`adamw_cast` on ``args``; False (nothing changed) when it cannot be
-    compiled, or when this (H, D) would pass Dynamo's recompile limit, past which it silently runs
+    compiled, or when this width would pass Dynamo's recompile limit, past which it silently runs
     the Python function (seven eager passes, slower than the fused kernel)."""
     kernel = adamw_cast_compiled()
-    shape = tuple(args[0].shape[1:])
+    shape = tuple(args[0].shape[1:])  # (D,): the static part of the rows
     limit = getattr(torch._dynamo.config, "recompile_limit", 8)  # `cache_size_limit` before torch 2.6, also 8
     if kernel is None or (shape not in _SHAPES and len(_SHAPES) >= limit - 1):
         return False
