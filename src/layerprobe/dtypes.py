@@ -10,23 +10,23 @@ from __future__ import annotations
 import torch
 
 from layerprobe import vocab
-from layerprobe.errors import LayerprobeError
+from layerprobe.errors import ExtractError
 
 
 _BY_NAME: dict[str, torch.dtype] = {name: getattr(torch, name) for name in vocab.COMPUTE_DTYPES}
 
 
 def compute_dtype(name: str) -> torch.dtype:
-    """The torch dtype of a compute dtype ``name`` (``bfloat16``...); any other name is a LayerprobeError."""
+    """The torch dtype of a compute dtype ``name`` (``bfloat16``...); any other name is an ExtractError (the dtype a model is loaded in)."""
     found = _BY_NAME.get(name) if isinstance(name, str) else None
     if found is None:
-        raise LayerprobeError(f"dtype {name!r} is not supported; use one of {', '.join(vocab.COMPUTE_DTYPES)}")
+        raise ExtractError(f"dtype {name!r} is not supported; use one of {', '.join(vocab.COMPUTE_DTYPES)}")
     return found
 
 
 def dtype_name(dtype: torch.dtype) -> str:
-    """The recorded name of a compute torch dtype; any other dtype is a LayerprobeError."""
+    """The recorded name of a compute torch dtype; any other dtype is an ExtractError."""
     for name, value in _BY_NAME.items():
         if value == dtype:
             return name
-    raise LayerprobeError(f"dtype {dtype} is not a compute dtype; use one of {', '.join(vocab.COMPUTE_DTYPES)}")
+    raise ExtractError(f"dtype {dtype} is not a compute dtype; use one of {', '.join(vocab.COMPUTE_DTYPES)}")
