@@ -174,8 +174,9 @@ def adamw_cast_compiled():  # type: ignore[no-untyped-def]
     the width D static, lr and weight decay given per row (``[P * H, 1]``): dynamic inner sizes turn
     the per-probe lr lookup into a division per element (in-cache: 1.65 vs 0.93 ms for 2.1M weights),
     and a probe axis of its own would be specialised by Dynamo at size 1 (a one-probe group compiled
-    a kernel of its own, and the next larger group compiled again: 1.3-6 s more, in a timed budget
-    sample too). So one compile serves every group size and hidden width of one input width."""
+    a kernel of its own and the next larger group compiled again, 1.3 s more in a fresh process here,
+    inside whatever work came second). So one compile serves every group size and hidden width of one
+    input width."""
     if "kernel" not in _COMPILED:  # torch.compile itself is lazy: nothing is compiled before the first call
         try:
             _COMPILED["kernel"] = torch.compile(adamw_cast)
