@@ -31,18 +31,19 @@ One process per family (``--pair-processes`` of them, pooled) loads the model in
 (``--dtype``, default ``auto``, resolved as ``layerprobe extract`` does: ``layerprobe.hardware``),
 runs floor, full and naive once untimed on the whole manifest (the first whole run of a mode in a
 process read 16-20 img/s against 22-28 for later ones of gemma3's floor after a one-batch warm-up)
-and generate on one image, then
-``--pairs`` rounds of floor, full and naive, the order alternating (ABC, CBA, ...): full/floor and
-full/naive are medians over those rounds, printed with their spread. A second process times the
-other dtype's floor (and, where bf16 is not native, ``full`` with bf16 forced: auto vs forced-bf16
-images/s), one round after an untimed one on one image. full/floor comes from the rounds when full runs in the
-fastest floor's dtype, else from the two processes' medians (one value). Timed: from creating the
-loader to the last result written; stores in blocks of half the images (``--chunk-samples``), so
-the first block's writes overlap the second's forward. Bytes per sample: the store folder, or the naive files, over
-the number of samples (floor writes nothing). Peak RSS: ``VmHWM`` of the process (model included),
-reset before each mode's run where Linux allows it (``/proc/self/clear_refs``), the largest over
-its runs; the loader workers' ``ru_maxrss`` (forked: the parent's pages they share count) is one
-value per process.
+and generate on one image, then ``--pairs`` rounds of floor, full and naive, the order alternating
+(ABC, CBA, ...): full/floor and full/naive are medians over those rounds, printed with their
+spread. A second process times the other dtype's floor (and, where bf16 is not native, ``full``
+with bf16 forced: auto vs forced-bf16 images/s), one round after an untimed one on one image.
+full/floor comes from the rounds when full runs in the fastest floor's dtype, else from the two
+processes' medians (one value).
+
+Timed: from creating the loader to the last result written; stores in blocks of half the images
+(``--chunk-samples``), so the first block's writes overlap the second's forward. Bytes per sample:
+the store folder, or the naive files, over the number of samples (floor writes nothing). Peak RSS:
+``VmHWM`` of the process (model included), reset before each mode's run where Linux allows it
+(``/proc/self/clear_refs``), the largest over its runs; the loader workers' ``ru_maxrss`` (forked:
+the parent's pages they share count) is one value per process.
 
 Targets (issue 3; ``full`` = answer_tokens 0, since the floor decodes nothing): full >= 0.95x the
 fastest floor's images/s, >= 1.5x the naive baseline's, and >= 50x fewer bytes per sample than it.
@@ -102,6 +103,9 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ckpt", help=argparse.SUPPRESS)
     p.add_argument("--child-dtype", choices=DTYPES, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    for name in ("n_images", "bf16_images", "pairs", "pair_processes"):  # an empty round list would end in a bare StatisticsError
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if None in (args.n_images, args.pairs, args.pair_processes):
         import torch
 
