@@ -2,9 +2,11 @@
 
 - Every ratio is the median of interleaved A/B pairs: baseline and candidate are timed one right
   after the other on the same work, the order alternating between pairs (AB, BA, AB, ...), so a
-  slow minute slows both sides of a pair and a linear drift cancels. The spread (quartiles of the
-  pair ratios) is printed beside the median: two runs agree when their medians fall inside each
-  other's spread.
+  slow minute slows both sides of a pair and a linear drift cancels. The spread (the smallest and
+  largest pair ratio) is printed beside the median: two runs agree when their medians fall inside
+  each other's spread. Not quartiles: with the 3-5 pairs a benchmark can afford, the inclusive
+  quartiles are midpoints between the median and the extremes, and two runs of the same code read
+  medians outside each other's IQR (docs/LOG.md, eleventh session).
 - A "share of peak" divides by a peak measured right beside the timed work (a short GEMM timed
   just after it), never by one measured minutes earlier.
 """
@@ -20,23 +22,24 @@ import torch
 
 
 class Spread(NamedTuple):
-    """Median and quartiles of a sample of ratios."""
+    """Median and range of a sample of ratios."""
 
     median: float
-    q1: float
-    q3: float
+    low: float
+    high: float
     n: int
 
     def __str__(self) -> str:
-        return f"{self.median:.2f} (IQR {self.q1:.2f}-{self.q3:.2f}, {self.n} pairs)"
+        return f"{self.median:.2f} (range {self.low:.2f}-{self.high:.2f}, {self.n} pairs)"
+
+    def agrees(self, other: Spread) -> bool:
+        """Whether each median lies inside the other's range (item 8's test for two runs)."""
+        return self.low <= other.median <= self.high and other.low <= self.median <= other.high
 
 
 def spread(values: list[float]) -> Spread:
-    """Median and quartiles (inclusive method; with one value all three are it)."""
-    if len(values) == 1:
-        return Spread(values[0], values[0], values[0], 1)
-    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return Spread(statistics.median(values), q1, q3, len(values))
+    """Median, smallest and largest of ``values`` (with one value all three are it)."""
+    return Spread(statistics.median(values), min(values), max(values), len(values))
 
 
 def timed(fn: Callable[[], object]) -> float:

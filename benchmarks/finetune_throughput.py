@@ -34,7 +34,7 @@ P_final by generation vs forced choice (issue 12): one more child loads the same
 and runs ``run_extract`` on the same ``--extract-images`` images with ``answer_tokens=8``
 (``extract``'s default: greedy generation in the capture pass) and ``answer_tokens=0`` (forced
 choice only) alternately, ``--pairs`` rounds after a warm-up (``benchmarks/_pairs.py``); it prints
-both images/s and the median ratio of the pairs with its quartiles. It has no target.
+both images/s and the median ratio of the pairs with its range. It has no target.
 
 Targets (issue 12): finetune >= 0.95x the floor's samples/s, and no more peak memory (<= 1.00x).
 Run: ``.venv/bin/python benchmarks/finetune_throughput.py [--pairs 3 --steps 6 --family qwen2_vl]``.
@@ -306,10 +306,12 @@ def main(argv: list[str] | None = None) -> None:
     only = {mode: sorted(set(results[mode]["modules"]) - set(results[other]["modules"])) for mode, other in (MODES, MODES[::-1])}
     print("modules loaded at the peak by one child only: " + "; ".join(f"{mode}: {', '.join(names) or 'none'}" for mode, names in only.items()))
     gen = _run(EXTRACT, args, child_argv, ckpt, data, dtype)
-    median, q1, q3, n = gen["ratio"]
+    from _pairs import Spread
+
+    ratio = Spread(*gen["ratio"])
     print(f"P_final generation vs forced choice in extract ({args.extract_images} images, batch {args.extract_batch}, {dtype}): "
           f"answer_tokens={ANSWER_TOKENS} {gen['images_per_s']['generated']:.2f} img/s vs answer_tokens=0 {gen['images_per_s']['forced']:.2f} img/s "
-          f"= {median:.2f}x (IQR {q1:.2f}-{q3:.2f}, {n} pairs)", flush=True)
+          f"= {ratio}", flush=True)
     parts, met = [], True
     for name, values in ratios.items():
         median = statistics.median(values)

@@ -1,6 +1,6 @@
 """Probe throughput: the batched engine against per-probe baselines and a torch.func ensemble.
 
-Every ratio printed is the median of interleaved A/B pairs with the quartiles of the pair ratios
+Every ratio printed is the median of interleaved A/B pairs with the range of the pair ratios
 beside it, and every share of peak divides by a peak measured right after the timed work
 (``benchmarks/_pairs.py``; issue 14, item 8). Sections (``--sections``, all by default):
 
@@ -35,7 +35,7 @@ beside it, and every share of peak divides by a peak measured right after the ti
 
 The last line, ``probe_throughput final: k=v(ok|MISS) ... -> targets met|TARGETS MISSED``, judges the
 sections that ran; the numbers in it without a verdict are ``CONTEXT``. Run:
-``python benchmarks/probe_throughput.py`` (about 15-25 minutes on a 2-core CPU with the defaults); smoke run: ``--samples 200 --hidden 64 --pairs 1 --fast-layers 2
+``python benchmarks/probe_throughput.py`` (with the defaults on 2 cores: about 15 minutes where bf16 is native, 35-40 without); smoke run: ``--samples 200 --hidden 64 --pairs 1 --fast-layers 2
 --thousands-hidden 32 --thousands-samples 120 --budget-widths 32``.
 """
 
@@ -96,6 +96,13 @@ SUITE_REAL_PER_CLASS = 200
 is 0.8 points, not the 2.8 of a 36-row test set)."""
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number >= 1")
+    return value
+
+
 def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of: {', '.join(SECTIONS)}")
@@ -107,7 +114,7 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fast-layers", type=int, default=16, help="layers of one site per fast batched round")
     p.add_argument("--fast-seq", type=int, default=3, help="fast-preset sequential probes per round")
     p.add_argument("--group", type=int, default=4, help="probes of the engine-vs-ensemble and paper batched groups")
-    p.add_argument("--pairs", type=int, default=3, help="interleaved rounds (A/B pairs) per ratio")
+    p.add_argument("--pairs", type=_positive, default=5, help="interleaved rounds (A/B pairs) per ratio of the anchors and linear sections")
     p.add_argument("--threads", type=int, default=None, help="torch threads for everything (default: the engine's choice for the anchors' sweep, used by both sides)")
     p.add_argument("--thousands-samples", type=int, default=780, help="BUSI's size")
     p.add_argument("--thousands-hidden", type=int, default=1024)
@@ -126,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(thousands_child(args)))
         return
     sections = [s for s in args.sections.split(",") if s]
+    if not sections or set(sections) - set(SECTIONS):
+        raise SystemExit(f"probe_throughput: --sections {args.sections!r}: give a comma-separated list of {', '.join(SECTIONS)}")
     usable, free = free_cores()
     print(f"probe_throughput: torch {torch.__version__}, {usable} usable cores ({free} free now), native bf16: "
           f"{', '.join(cpu_bf16_features()) or 'none'}, LLC {last_level_cache_bytes() >> 20} MiB, device {args.device}; {time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
@@ -135,16 +144,12 @@ def main(argv: list[str] | None = None) -> None:
         n_threads = args.threads or sweep_threads(sweep_cfg(args, preset="fast"), [store])[0]
         print(f"anchors and linear: {n_threads} torch thread(s) on both sides of every pair")
         torch.set_num_threads(n_threads)
-        if "anchors" in sections:
-            results.update(anchors(store, args, n_threads))
-        if "linear" in sections:
-            results.update(linear(store, args, n_threads))
-    if "accuracy" in sections:
-        results.update(accuracy_suite(args))
-    if "thousands" in sections:
-        results.update(thousands(args))
-    if "threads" in sections:
-        results.update(threads_section(args))
+    runners = {"anchors": lambda: anchors(store, args, n_threads), "linear": lambda: linear(store, args, n_threads),
+               "accuracy": lambda: accuracy_suite(args), "thousands": lambda: thousands(args), "threads": lambda: threads_section(args)}  # fmt: skip
+    for name in (name for name in SECTIONS if name in sections):
+        start = time.perf_counter()
+        results.update(runners[name]())
+        print(f"[section {name}: {time.perf_counter() - start:.0f} s]", flush=True)
     verdicts = []
     for key, value in results.items():
         if key in TARGETS:

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _pairs import spread
 from layerprobe.store import StoreWriter, chunkio, open_store
 from layerprobe.testing.stores import synthetic_batch, synthetic_run
 
@@ -188,9 +189,8 @@ def _bench_read(root: Path, full) -> tuple[float, float, float]:
         assert np.array_equal(store.read_bits(name), arr), name
     npy = {name: root / "np" / f"{name.replace('/', '_')}.npy" for name in full}
     site_ratios, t_np, t_st, n_read = _site_pairs(full, lambda name: np.load(npy[name]), lambda name: store.read_slabs(name, dtype=torch.bfloat16))
-    site_ratio = statistics.median(site_ratios)
-    print(f"full-site read: np.load {n_read / sum(t_np) / 1e9:.2f} GB/s, store {n_read / sum(t_st) / 1e9:.2f} GB/s -> ratio {site_ratio:.2f}x"
-          f" (median of {len(site_ratios)} pairs)")
+    site_ratio = spread(site_ratios)
+    print(f"full-site read: np.load {n_read / sum(t_np) / 1e9:.2f} GB/s, store {n_read / sum(t_st) / 1e9:.2f} GB/s -> ratio {site_ratio}")
 
     slab_ratios, t_np, t_st = [], [], []
     name = "llm/final_token"
@@ -207,13 +207,13 @@ def _bench_read(root: Path, full) -> tuple[float, float, float]:
                 slab_ratios.append(a / b)
                 t_np.append(a)
                 t_st.append(b)
-    slab_ratio = statistics.median(slab_ratios)
+    slab_ratio = spread(slab_ratios)
     print(f"slab read ({slab_bytes / 1e6:.1f} MB): np.load {slab_bytes / statistics.median(t_np) / 1e9:.2f} GB/s,"
-          f" store {slab_bytes / statistics.median(t_st) / 1e9:.2f} GB/s -> ratio {slab_ratio:.2f}x (median of {len(slab_ratios)} pairs)")
+          f" store {slab_bytes / statistics.median(t_st) / 1e9:.2f} GB/s -> ratio {slab_ratio}")
     t = statistics.median(_timed(lambda: store.read_slab(name, layer, dtype=torch.float32), 3 * slab_bytes) for layer in layers for _ in range(3))
     fp32 = slab_bytes / t / 1e9
     print(f"slab read as float32 (bf16 bytes/s, conversion included): {fp32:.2f} GB/s")
-    return site_ratio, slab_ratio, fp32
+    return site_ratio.median, slab_ratio.median, fp32
 
 
 def _site_pairs(full, baseline, candidate, reps: int = 6) -> tuple[list[float], list[float], list[float], int]:
@@ -244,13 +244,11 @@ def _bench_checked(path: Path, full) -> float:
     store = open_store(path)
     ratios, t_off, t_on, n_read = _site_pairs(full, lambda name: store.read_slabs(name, dtype=torch.bfloat16, check=False),
                                               lambda name: store.read_slabs(name, dtype=torch.bfloat16))
-    ratio = statistics.median(ratios)
-    q = statistics.quantiles(ratios, n=4)
+    ratio = spread(ratios)
     print(f"full-site read checked against commit records (schema {store.header.schema_version}, {store.plan.checksum} per chunk,"
           f" {chunkio.checked_read_method(store.plan.checksum)}):"
-          f" unchecked {n_read / sum(t_off) / 1e9:.2f} GB/s, checked {n_read / sum(t_on) / 1e9:.2f} GB/s -> ratio {ratio:.2f}x"
-          f" (median of {len(ratios)} pairs, quartiles {q[0]:.2f}-{q[2]:.2f})")
-    return ratio
+          f" unchecked {n_read / sum(t_off) / 1e9:.2f} GB/s, checked {n_read / sum(t_on) / 1e9:.2f} GB/s -> ratio {ratio}")
+    return ratio.median
 
 
 def _bench_compressed(root: Path, run, batches, full, nbytes: int, args) -> tuple[float, float, float]:

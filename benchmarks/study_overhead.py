@@ -4,23 +4,26 @@ What is timed:
 1. The tiny study (``examples/tiny-study.toml``: 2 tiny models x 1 synthetic dataset x 3 arms;
    finetune, extract, probe, fhs, report) on ``--engine ray`` (``--workers`` CPUs) against
    ``--engine local``, each run into a fresh output root, compared like with like (target <= 1.2x
-   for both):
-   - cold: one command per engine in a fresh interpreter, ``--fresh-pairs`` alternating pairs
-     (median ratio). Both pay the imports and the first extraction in a process; Ray also pays
-     starting and stopping its local instance. This is what a user waits for.
+   for both).
+   Each ratio is the median of ``--pairs`` interleaved local/ray pairs (local first, then ray
+   first, ...), printed with the range of the pair ratios (``benchmarks/_pairs.py``):
+   - cold: one command per engine in a fresh interpreter. Both pay the imports and the first
+     extraction in a process; Ray also pays starting and stopping its local instance. This is what
+     a user waits for.
    - warm: the study in a process that ran it before (local) against an instance whose workers
-     ran it before (ray): the scheduling overhead alone.
+     ran it before (ray): the scheduling overhead alone. The local runs happen while that instance
+     is up, as the ray runs do.
    Also printed, with no target: Ray started in a warm local process (``ray.init``, the study on
-   fresh workers, the engine's stop ``stop_local_instance``, timed apart) against the warm local
-   run. Earlier versions held this figure to the target as "cold"; it sets workers that start from nothing
-   against a process that has imported torch and transformers and run the study once, so the
-   workers' first use (imports, first extraction: the cold study minus the warm one) counts
-   against Ray alone. Its breakdown is printed.
+   fresh workers, the engine's stop ``stop_local_instance``, timed apart, once). Earlier versions
+   held this figure to the target as "cold"; it sets workers that start from nothing against a
+   process that has imported torch and transformers and run the study once, so the workers' first
+   use (imports, first extraction: the cold study minus the warm one) counts against Ray alone.
+   Its breakdown is printed.
 2. Planning a study of the paper's size: 16 registry models x 3 datasets x 4 arms (dry run:
    parse, resolve datasets, hash, check markers; target < 2 s). The datasets are small ImageFolder
    trees made here, since the real ones are not on this machine.
 
-Run: ``python benchmarks/study_overhead.py`` (about two and a half minutes on 2 cores);
+Run: ``python benchmarks/study_overhead.py`` (about three and a half minutes on 2 cores);
 ``python benchmarks/study_overhead.py --prepare examples/tiny-study.toml`` builds the tiny
 example's inputs next to it (what its comments say to do) and exits.
 """
@@ -37,6 +40,8 @@ import tempfile
 import time
 import tomllib
 from pathlib import Path
+
+from _pairs import pair_ratios, run_rounds
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_EXAMPLE = ROOT / "examples" / "tiny-study.toml"
@@ -72,9 +77,10 @@ def _timed(fn, *args, **kwargs) -> float:
     return time.perf_counter() - started
 
 
-def time_tiny(work: Path, workers: int, fresh_pairs: int) -> dict:
-    """Seconds of each phase (see the module docstring); ray.init and the stop timed apart; a list of
-    seconds per fresh command."""
+def time_tiny(work: Path, workers: int, pairs: int) -> dict:
+    """Seconds of each phase (see the module docstring): ray.init, the cold study and the stop timed
+    apart; per engine, a list of seconds per warm run and per fresh command, from ``pairs``
+    interleaved rounds each (``_pairs.run_rounds``: local, ray, then ray, local, ...)."""
     import ray
 
     from layerprobe.study import run_study
@@ -85,21 +91,26 @@ def time_tiny(work: Path, workers: int, fresh_pairs: int) -> dict:
     prepare(study)
     run_study(_with_out(study, "warm"), echo=None)  # imports and page cache warm for both engines
     on_ray = {"engine": "ray", "workers": workers, "echo": None}
-    t = {"local": _timed(run_study, _with_out(study, "local"), echo=None)}
     # Cold: what the engine does when it starts the instance itself (same options, same stop), phase by phase.
-    t["ray.init"] = _timed(ray.init, **local_instance_options(workers))
+    t: dict = {"ray.init": _timed(ray.init, **local_instance_options(workers))}
     t["cold study"] = _timed(run_study, _with_out(study, "ray-cold"), **on_ray)
     t["stop"] = _timed(stop_local_instance)
     ray.init(**local_instance_options(workers))
     try:
         run_study(_with_out(study, "ray-warmup"), **on_ray)  # workers import torch once
-        t["warm study"] = _timed(run_study, _with_out(study, "ray-warm"), **on_ray)
+        t["warm"] = run_rounds({"local": lambda r: _timed(run_study, _with_out(study, f"local-{r}"), echo=None),
+                                "ray": lambda r: _timed(run_study, _with_out(study, f"ray-warm-{r}"), **on_ray)}, pairs)  # fmt: skip
     finally:
         stop_local_instance()
-    for k in range(fresh_pairs):  # alternating, so drift of the shared machine hits both engines alike
-        for engine in ("local", "ray"):
-            command = [sys.executable, "-c", _ONE_COMMAND, str(_with_out(study, f"fresh-{engine}-{k}")), engine, str(workers)]
-            t.setdefault(f"fresh {engine}", []).append(_timed(subprocess.run, command, check=True))
+
+    def fresh(engine: str):  # type: ignore[no-untyped-def]
+        def step(r: int) -> float:
+            command = [sys.executable, "-c", _ONE_COMMAND, str(_with_out(study, f"fresh-{engine}-{r}")), engine, str(workers)]
+            return _timed(subprocess.run, command, check=True)
+
+        return step
+
+    t["fresh"] = run_rounds({"local": fresh("local"), "ray": fresh("ray")}, pairs)
     return t
 
 
@@ -107,20 +118,19 @@ _ONE_COMMAND = "import sys; from layerprobe.study import run_study; run_study(sy
 
 
 def report_tiny(t: dict) -> tuple[list[str], dict[str, float]]:
-    """The lines printed for the tiny study, and the two ratios with targets (fresh, warm)."""
-    local, first_use = t["local"], t["cold study"] - t["warm study"]
+    """The lines printed for the tiny study, and the two ratios with targets (fresh, warm): medians of
+    the pairs' ray / local."""
+    fresh, warm = pair_ratios(t["fresh"], "ray", "local"), pair_ratios(t["warm"], "ray", "local")
+    local, ray_warm = statistics.median(t["warm"]["local"]), statistics.median(t["warm"]["ray"])
     in_process = t["ray.init"] + t["cold study"] + t["stop"]
-    fresh = [r / l for r, l in zip(t["fresh ray"], t["fresh local"], strict=True)]
-    ratios = {"fresh_ray_vs_local": statistics.median(fresh), "warm_ray_vs_local": t["warm study"] / local}
+    ratios = {"fresh_ray_vs_local": fresh.median, "warm_ray_vs_local": warm.median}
     lines = [
-        f"tiny study, one command each in a fresh process (cold): local {statistics.median(t['fresh local']):.1f} s, "
-        f"ray {statistics.median(t['fresh ray']):.1f} s: {ratios['fresh_ray_vs_local']:.2f}x (median of {len(fresh)} pairs: "
-        f"{', '.join(f'{r:.2f}' for r in fresh)}; target <= 1.2x)",
-        f"tiny study, warm: local engine {local:.1f} s, ray with instance and workers warm {t['warm study']:.1f} s: "
-        f"{ratios['warm_ray_vs_local']:.2f}x (target <= 1.2x)",
-        f"  no target: ray started in the warm local process {in_process:.1f} s ({in_process / local:.2f}x the warm local run) ="
+        f"tiny study, one command each in a fresh process (cold): local {statistics.median(t['fresh']['local']):.1f} s, "
+        f"ray {statistics.median(t['fresh']['ray']):.1f} s: ray/local {fresh} (target <= 1.2x)",
+        f"tiny study, warm: local engine {local:.1f} s, ray with instance and workers warm {ray_warm:.1f} s: ray/local {warm} (target <= 1.2x)",
+        f"  no target: ray started in the warm local process {in_process:.1f} s ="
         f" ray.init {t['ray.init']:.1f} s + study {t['cold study']:.1f} s + stop {t['stop']:.1f} s;"
-        f" the workers' first use (imports, first extraction in a process) = cold study - warm study = {first_use:.1f} s,"
+        f" the workers' first use (imports, first extraction in a process) = cold study - median warm ray study = {t['cold study'] - ray_warm:.1f} s,"
         " which the warm local process paid before its timing",
     ]
     return lines, ratios
@@ -150,7 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prepare", type=Path, help="build a tiny study file's inputs next to it, then exit")
     parser.add_argument("--workers", type=int, default=2, help="Ray CPUs (default 2)")
-    parser.add_argument("--fresh-pairs", type=int, default=3, help="alternating fresh-command pairs (local, ray) for the cold ratio (default 3)")
+    parser.add_argument("--pairs", type=int, default=3, help="interleaved local/ray pairs for each ratio, warm and fresh (default 3)")
     args = parser.parse_args()
     if args.prepare:
         prepare(args.prepare.resolve())
@@ -159,7 +169,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="study-bench-") as tmp:
         seconds, n_steps = time_paper_plan(Path(tmp))
         print(f"plan of a paper-size study (16 models x 3 datasets x 4 arms, {n_steps} steps, dry run): {seconds:.2f} s (target < 2 s)")
-        lines, ratios = report_tiny(time_tiny(Path(tmp), args.workers, args.fresh_pairs))
+        lines, ratios = report_tiny(time_tiny(Path(tmp), args.workers, args.pairs))
     for line in lines:
         print(line)
     checks = {"plan_s": (seconds, 2.0), **{name: (value, 1.2) for name, value in ratios.items()}}

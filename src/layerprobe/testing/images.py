@@ -60,7 +60,8 @@ def make_image(label: int, rng: np.random.Generator, size: int = 224) -> np.ndar
             wobble = 1 + 0.35 * np.sin(spikes * theta + rng.uniform(0, 6)) + 0.15 * np.sin(3 * theta)
             rho = np.sqrt(dx**2 + (dy * rng.uniform(0.8, 1.1)) ** 2) / (r * wobble)
             edge = 0.02
-        inside = 1.0 / (1.0 + np.exp((rho - 1.0) / edge))
+        with np.errstate(over="ignore"):  # far outside the lesion exp overflows to inf: inside is exactly 0 there
+            inside = 1.0 / (1.0 + np.exp((rho - 1.0) / edge))
         img = img * (1 - 0.75 * inside) + 0.05 * inside * rng.rayleigh(1.0, (size, size))
         if label == 2:  # posterior acoustic shadow: darker column below the lesion
             below = (yy > cy) * np.exp(-((xx - cx) / (r * 0.8)) ** 2)
