@@ -22,7 +22,6 @@ peak the child measures right after the samples, which no speed-up that keeps th
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import statistics
