@@ -390,7 +390,8 @@ def threads_section(args: argparse.Namespace) -> dict[str, float]:
     vs_one, vs_default = pair_ratios(rounds, "one", "auto"), pair_ratios(rounds, "default", "auto")
     print(f"threads: small sweep (150 x 64, 8 layers, fast MLP + linear): engine's choice {chosen[0]} ({chosen[1]}) "
           f"{np.median(rounds['auto']):.2f}s, 1 thread {np.median(rounds['one']):.2f}s, torch default {default} {np.median(rounds['default']):.2f}s")  # fmt: skip
-    print(f"  {'threads_auto_vs_1':<26} {vs_one}\n  {'threads_auto_vs_default':<26} {vs_default}")
+    same = " (the engine chose 1 thread: both sides run the same setting, so this ratio is the machine's noise around 1)" if chosen[0] == 1 else ""
+    print(f"  {'threads_auto_vs_1':<26} {vs_one}{same}\n  {'threads_auto_vs_default':<26} {vs_default}")
     return {"threads_auto_vs_1": vs_one.median, "threads_auto_vs_default": vs_default.median}
 
 
