@@ -32,10 +32,6 @@ class Spread(NamedTuple):
     def __str__(self) -> str:
         return f"{self.median:.2f} (range {self.low:.2f}-{self.high:.2f}, {self.n} pairs)"
 
-    def agrees(self, other: Spread) -> bool:
-        """Whether each median lies inside the other's range (item 8's test for two runs)."""
-        return self.low <= other.median <= self.high and other.low <= self.median <= other.high
-
 
 def spread(values: list[float]) -> Spread:
     """Median, smallest and largest of ``values`` (with one value all three are it)."""

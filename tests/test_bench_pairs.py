@@ -6,8 +6,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from _pairs import Spread, pair_ratios, run_rounds, spread  # noqa: E402
 
@@ -39,14 +37,3 @@ def test_the_spread_is_the_range_not_quartiles() -> None:
     assert (s.median, s.low, s.high, s.n) == (2.0, 1.0, 5.0, 3)
     assert str(s) == "2.00 (range 1.00-5.00, 3 pairs)"
     assert spread([4.0]) == Spread(4.0, 4.0, 4.0, 1)
-
-
-@pytest.mark.parametrize(("a", "b", "agree"), [
-    ((2.0, 1.5, 2.5), (2.2, 1.9, 3.0), True),
-    ((2.0, 1.5, 2.1), (2.2, 1.9, 3.0), False),  # 2.2 above the first run's range
-    ((2.0, 1.5, 2.5), (2.6, 2.1, 3.0), False),  # 2.0 below the second run's range
-])  # fmt: skip
-def test_two_runs_agree_when_each_median_is_inside_the_others_range(a, b, agree) -> None:  # type: ignore[no-untyped-def]
-    first, second = Spread(*a, 3), Spread(*b, 3)
-    assert first.agrees(second) is agree
-    assert second.agrees(first) is agree
