@@ -66,6 +66,8 @@ import time
 from functools import partial
 from pathlib import Path
 
+from _args import count
+
 ROUND_MODES = ("floor", "full", "naive")
 """Modes timed in the interleaved rounds: the ratios' sides."""
 GENERATE = "generate"
@@ -80,8 +82,8 @@ TARGETS = {"full/floor": 0.95, "full/naive": 1.5, "bytes naive/full": 50.0}
 def _args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--families", default="llava,qwen2_vl,gemma3", help="comma-separated build_tiny families")
-    p.add_argument("--n-images", type=int, default=None, help="images of every run but emulated-bf16 ones (default 32 with native bf16, else 16)")
-    p.add_argument("--bf16-images", type=int, default=8, help="images of the bf16 runs where bf16 is not native (they are the slow ones)")
+    p.add_argument("--n-images", type=count, default=None, help="images of every run but emulated-bf16 ones (default 32 with native bf16, else 16)")
+    p.add_argument("--bf16-images", type=count, default=8, help="images of the bf16 runs where bf16 is not native (they are the slow ones)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--layers", type=int, default=8)
@@ -94,8 +96,8 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chunk-samples", type=int, default=None, help="store block size (default half the images: the first block's writes overlap the second's forward)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--work-dir", default="bench-out/extract")
-    p.add_argument("--pairs", type=int, default=None, help="interleaved floor/full/naive rounds per process (default 5 with native bf16, else 3)")
-    p.add_argument("--pair-processes", type=int, default=None, help="processes that each time --pairs rounds; the ratios are medians over all of them "
+    p.add_argument("--pairs", type=count, default=None, help="interleaved floor/full/naive rounds per process (default 5 with native bf16, else 3)")
+    p.add_argument("--pair-processes", type=count, default=None, help="processes that each time --pairs rounds; the ratios are medians over all of them "
                    "(default 2 with native bf16, else 1)")  # fmt: skip
     p.add_argument("--child-modes", help=argparse.SUPPRESS)
     p.add_argument("--child-once", default="", help=argparse.SUPPRESS)
@@ -103,9 +105,6 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ckpt", help=argparse.SUPPRESS)
     p.add_argument("--child-dtype", choices=DTYPES, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    for name in ("n_images", "bf16_images", "pairs", "pair_processes"):  # an empty round list would end in a bare StatisticsError
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if None in (args.n_images, args.pairs, args.pair_processes):
         import torch
 

@@ -53,6 +53,8 @@ import sys
 import time
 from pathlib import Path
 
+from _args import count
+
 MODES = ("finetune", "floor")
 EXTRACT = "extract"
 """Child of the generation-overhead pairs (not a training mode)."""
@@ -73,7 +75,7 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--steps", type=int, default=6, help="timed optimizer steps per run")
     p.add_argument("--warmup", type=int, default=1, help="untimed optimizer steps first")
-    p.add_argument("--pairs", type=int, default=3, help="interleaved finetune/floor pairs; ratios are medians over pairs")
+    p.add_argument("--pairs", type=count, default=3, help="interleaved finetune/floor pairs; ratios are medians over pairs")
     p.add_argument("--max-grad-norm", type=float, default=None, help="clip the gradient norm in both modes (default: none, finetune's default)")
     p.add_argument("--dtype", default="auto", help="dtype of the base weights: auto (finetune's default, resolved once here) or a compute dtype")
     p.add_argument("--extract-images", type=int, default=32, help="images per extraction in the generation-overhead pairs")

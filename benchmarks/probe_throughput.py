@@ -55,6 +55,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from _args import count
 from _budget import sweep_cfg, thousands, thousands_child
 from _pairs import copy_gbps, gemm_gflops, pair_ratios, run_rounds, spread, timed
 from layerprobe import vocab
@@ -96,13 +97,6 @@ SUITE_REAL_PER_CLASS = 200
 is 0.8 points, not the 2.8 of a 36-row test set)."""
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a whole number >= 1")
-    return value
-
-
 def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of: {', '.join(SECTIONS)}")
@@ -114,7 +108,7 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fast-layers", type=int, default=16, help="layers of one site per fast batched round")
     p.add_argument("--fast-seq", type=int, default=3, help="fast-preset sequential probes per round")
     p.add_argument("--group", type=int, default=4, help="probes of the engine-vs-ensemble and paper batched groups")
-    p.add_argument("--pairs", type=_positive, default=5, help="interleaved rounds (A/B pairs) per ratio of the anchors and linear sections")
+    p.add_argument("--pairs", type=count, default=5, help="interleaved rounds (A/B pairs) per ratio of the anchors and linear sections")
     p.add_argument("--threads", type=int, default=None, help="torch threads for everything (default: the engine's choice for the anchors' sweep, used by both sides)")
     p.add_argument("--thousands-samples", type=int, default=780, help="BUSI's size")
     p.add_argument("--thousands-hidden", type=int, default=1024)

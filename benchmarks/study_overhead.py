@@ -41,6 +41,7 @@ import time
 import tomllib
 from pathlib import Path
 
+from _args import count
 from _pairs import pair_ratios, run_rounds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,7 +161,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prepare", type=Path, help="build a tiny study file's inputs next to it, then exit")
     parser.add_argument("--workers", type=int, default=2, help="Ray CPUs (default 2)")
-    parser.add_argument("--pairs", type=int, default=3, help="interleaved local/ray pairs for each ratio, warm and fresh (default 3)")
+    parser.add_argument("--pairs", type=count, default=3, help="interleaved local/ray pairs for each ratio, warm and fresh (default 3)")
     args = parser.parse_args()
     if args.prepare:
         prepare(args.prepare.resolve())
