@@ -15,7 +15,10 @@ import pytest
 
 from layerprobe.errors import StoreError
 from layerprobe.store import StoreWriter, chunkio, open_store, verify
-from layerprobe.testing.stores import synthetic_batch, synthetic_run
+from layerprobe.store.create import create_store
+from layerprobe.store.layout import plan_store
+from layerprobe.store.schema import SCHEMA_VERSION, new_header
+from layerprobe.testing.stores import synthetic_batch, synthetic_run, write_synthetic_store
 
 N, CS = 50, 16  # 4 blocks, the last one short (2 samples)
 
@@ -132,3 +135,23 @@ def test_on_two_threads_runs_every_job_once_in_order_and_stops_at_the_first_erro
     with pytest.raises(OSError, match="No space"):
         chunkio.on_two_threads(fails_at_3, list(range(100)))
     assert len(calls) < 10
+
+
+def test_a_block_larger_than_the_run_is_capped_at_its_sample_count(tmp_path, run):
+    # Uncapped, zarr would store the one edge chunk padded to its full size (16 images under 32: 2x the bytes).
+    path = write_synthetic_store(tmp_path / "s.zarr", run, chunk_samples=4 * N)
+    store = open_store(path)
+    assert store.chunk_samples == N and store.complete
+    np.testing.assert_array_equal(store.read_bits(run.sites[0].name), synthetic_batch(run, 0, N).acts[run.sites[0].name])
+    with StoreWriter.open(path, run.meta, run.sites, run.samples, 4 * N) as writer:  # the same flag resumes it
+        assert writer.pending_blocks() == []
+
+
+def test_a_store_written_uncapped_before_resumes_under_the_flag_that_made_it(tmp_path, run):
+    header = new_header(run.meta, run.sites, 4 * N, N, SCHEMA_VERSION)
+    create_store(tmp_path / "old.zarr", header, plan_store(header, "none"), run.samples)
+    path = write_synthetic_store(tmp_path / "old.zarr", run, chunk_samples=4 * N)
+    store = open_store(path)
+    assert store.chunk_samples == 4 * N and store.complete
+    with pytest.raises(StoreError, match="chunk_samples"):
+        StoreWriter.open(path, run.meta, run.sites, run.samples, N)

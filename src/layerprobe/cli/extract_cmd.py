@@ -100,7 +100,8 @@ def _parse_candidates(ctx: click.Context, param: click.Parameter, value: str | N
               help="Keep images with identical bytes in splits that may differ (refused by default: a train/test leak); "
                    "the copies are recorded in the store. e.g. --allow-duplicate-images")
 @click.option("--chunk-samples", type=click.IntRange(min=1), metavar="N",
-              help="Samples per store chunk and commit block (default: the store's). e.g. --chunk-samples 256")
+              help="Samples per store chunk and commit block (default: the store's; capped at the number of images). "
+                   "e.g. --chunk-samples 256")
 @click.option("--json", "as_json", is_flag=True, help="Print a one-line JSON summary on stdout instead of text. e.g. --json")
 @click.option("--no-progress", is_flag=True,
               help="Hide the progress bars, the model-loading ones included (hidden anyway when stderr is not a terminal). e.g. --no-progress")

@@ -79,7 +79,7 @@ class ExtractConfig:
     skip_bad: bool = False
     """Record an undecodable or missing image as skipped instead of stopping the run."""
     chunk_samples: int | None = None
-    """Samples per store chunk and commit block; None = the store's default."""
+    """Samples per store chunk and commit block, capped at the sample count; None = the store's default."""
     progress: bool = True
     """Show a progress bar (only on a terminal)."""
     allow_duplicate_images: bool = False

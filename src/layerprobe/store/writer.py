@@ -92,13 +92,16 @@ class StoreWriter:
 
         ``chunk_samples``, ``codec`` (``"none"`` default, or ``"zstd"``) and ``schema_version``
         (default ``SCHEMA_VERSION``; 2 writes the XXH3-64 commit records that layerprobe before
-        schema 3 reads) apply when creating; ``None`` on resume means "as stored". Safe to call from several shard processes at once.
+        schema 3 reads) apply when creating; ``None`` on resume means "as stored". ``chunk_samples``
+        above the sample count is capped at it. Safe to call from several shard processes at once.
         ``lock=(k, n)`` takes the advisory write lock of shard ``k/n`` (``(0, 1)``: the whole store)
         until :meth:`close`, refusing to open while another process holds it (``lock.py``).
         """
         root = Path(path)
         site_list = tuple(sites.values()) if isinstance(sites, Mapping) else tuple(sites)
         _check_inputs(meta, site_list, samples, chunk_samples, codec)
+        # A block larger than the run would be stored as one padded chunk (zarr pads the edge chunk).
+        capped = None if chunk_samples is None else min(chunk_samples, samples.n_samples)
         if not (root / "zarr.json").exists():
             # Another shard process may rename its new store into place between these checks.
             foreign = root.exists() and not (root.is_dir() and not any(root.iterdir()))
@@ -106,11 +109,13 @@ class StoreWriter:
                 raise StoreError(f"{root} exists and is not a layerprobe store; choose a new output path or remove it")
             if meta.manifest_sha256 != samples.digest(meta.class_names):  # on resume the store's own check covers it
                 raise StoreError("RunMeta.manifest_sha256 is not the digest of these samples and class names; set it to SampleInfo.digest(class_names)")
-            cs = chunk_samples or default_chunk_samples(max(s.hidden for s in site_list), samples.n_samples)
+            cs = capped or default_chunk_samples(max(s.hidden for s in site_list), samples.n_samples)
             header = new_header(meta, site_list, cs, samples.n_samples, schema_version or SCHEMA_VERSION)
             create_store(root, header, plan_store(header, codec or "none"), samples)
         store = open_store(root)
-        check_resume(store, meta, site_list, samples, chunk_samples, codec, schema_version)
+        # A store written before the cap keeps its uncapped block: the flag as given asks for either.
+        asked = chunk_samples if store.chunk_samples == chunk_samples else capped
+        check_resume(store, meta, site_list, samples, asked, codec, schema_version)
         held = StoreLock(root, lock) if lock is not None else None
         try:
             if held is not None:
